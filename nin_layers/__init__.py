@@ -1,0 +1,12 @@
+"""nin-layers: Network-in-Network classification heads for Keras 3.
+
+1x1 convolutions and global average pooling instead of Dense layers
+(Lin, Chen & Yan, 2013, https://arxiv.org/abs/1312.4400).
+"""
+
+from nin_layers.heads import PointwiseClassifierHead
+from nin_layers.models import AllConvNet
+
+__version__ = "0.1.0"
+
+__all__ = ["AllConvNet", "PointwiseClassifierHead", "__version__"]
