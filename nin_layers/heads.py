@@ -47,6 +47,18 @@ def check_rate(name, value):
     return float(value)
 
 
+def _get_activation(name, identifier):
+    """`keras.activations.get` with an error message that names the argument."""
+    try:
+        return keras.activations.get(identifier)
+    except (ValueError, TypeError) as error:
+        raise _invalid(
+            name,
+            'None, a Keras activation name such as "softmax" or a callable',
+            identifier,
+        ) from error
+
+
 @keras.saving.register_keras_serializable(package="nin_layers")
 class PointwiseClassifierHead(layers.Layer):
     """Turns a convolutional feature map into class scores without a Dense layer.
@@ -78,9 +90,12 @@ class PointwiseClassifierHead(layers.Layer):
     98.96%. Averaging per-position probabilities caps the gradient each
     position gets, so training is slower.
 
-    Under a mixed-precision dtype policy the convolutions run in the compute
-    dtype (e.g. bfloat16) while pooling and the output activation run in
-    float32, and the output is float32 (as keras-hub's `head_dtype` does).
+    Under a mixed-precision dtype policy (`"mixed_float16"`,
+    `"mixed_bfloat16"`) the bottleneck runs in the compute dtype, while the
+    last 1x1 convolution, the pooling and the output activation run in
+    float32 and the output is float32, as keras-hub's `head_dtype` does
+    and as the Keras mixed-precision guide recommends for the softmax. In
+    general the head computes its output in the policy's variable dtype.
 
     Args:
         num_classes: int >= 1. Number of classes (output channels).
@@ -110,7 +125,8 @@ class PointwiseClassifierHead(layers.Layer):
     Input shape:
         4D tensor `(batch, height, width, channels)` with
         `data_format="channels_last"`, or `(batch, channels, height, width)`
-        with `"channels_first"`. Height and width may be `None`.
+        with `"channels_first"`. Height and width may be `None`; the number
+        of channels must be known.
 
     Output shape:
         2D tensor `(batch, num_classes)`.
@@ -147,9 +163,7 @@ class PointwiseClassifierHead(layers.Layer):
         super().__init__(**kwargs)
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.mode = check_choice("mode", mode, MODES)
-        self.bottleneck_width = check_positive_int(
-            "bottleneck_width", bottleneck_width
-        )
+        self.bottleneck_width = check_positive_int("bottleneck_width", bottleneck_width)
         self.dropout_rate = check_rate("dropout_rate", dropout_rate)
         if data_format is None:
             data_format = keras.config.image_data_format()
@@ -159,13 +173,15 @@ class PointwiseClassifierHead(layers.Layer):
         self.activation_order = check_choice(
             "activation_order", activation_order, ACTIVATION_ORDERS
         )
-        self.activation = keras.activations.get(activation)
-        self.bottleneck_activation = keras.activations.get(bottleneck_activation)
+        self.activation = _get_activation("activation", activation)
+        self.bottleneck_activation = _get_activation("bottleneck_activation", bottleneck_activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.input_spec = layers.InputSpec(ndim=4)
+        # The input spec is set in `build()`, after `_check_input_shape` has
+        # had a chance to explain a wrong rank in the head's own words.
+        self._output_dtype = self.dtype_policy.variable_dtype
         self._channel_axis = -1 if self.data_format == "channels_last" else 1
         self._spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
 
@@ -174,12 +190,14 @@ class PointwiseClassifierHead(layers.Layer):
             self.bottleneck = self._pointwise_conv(
                 self.bottleneck_width, self.bottleneck_activation, "bottleneck"
             )
-        self.dropout = layers.Dropout(
-            self.dropout_rate, dtype=self.dtype_policy, name="dropout"
-        )
-        self.classifier = self._pointwise_conv(self.num_classes, None, "classifier")
+        self.dropout = layers.Dropout(self.dropout_rate, dtype=self.dtype_policy, name="dropout")
+        self.classifier = self._make_classifier(self.num_classes)
 
-    def _pointwise_conv(self, filters, activation, name):
+    def _make_classifier(self, num_classes):
+        # The class scores are computed in float32 under mixed precision.
+        return self._pointwise_conv(num_classes, None, "classifier", dtype=self._output_dtype)
+
+    def _pointwise_conv(self, filters, activation, name, dtype=None):
         return layers.Conv2D(
             filters,
             kernel_size=1,
@@ -189,7 +207,7 @@ class PointwiseClassifierHead(layers.Layer):
             kernel_initializer=self.kernel_initializer,
             bias_initializer=self.bias_initializer,
             kernel_regularizer=self.kernel_regularizer,
-            dtype=self.dtype_policy,
+            dtype=self.dtype_policy if dtype is None else dtype,
             name=name,
         )
 
@@ -228,14 +246,17 @@ class PointwiseClassifierHead(layers.Layer):
         self.dropout.build(classifier_shape)
         self.classifier.build(classifier_shape)
         self._classifier_input_shape = classifier_shape
+        self.input_spec = layers.InputSpec(
+            ndim=4, axes={self._channel_axis: shape[self._channel_axis]}
+        )
 
     # ------------------------------------------------------------- forward
     def _pool(self, x):
         return ops.mean(x, axis=self._spatial_axes, keepdims=False)
 
-    def _to_float32(self, x):
-        if x.dtype != "float32":
-            x = ops.cast(x, "float32")
+    def _to_output_dtype(self, x):
+        if keras.backend.standardize_dtype(x.dtype) != self._output_dtype:
+            x = ops.cast(x, self._output_dtype)
         return x
 
     def pre_logits(self, inputs, training=None):
@@ -244,17 +265,35 @@ class PointwiseClassifierHead(layers.Layer):
         In `"gap"` mode these are the input features averaged over space,
         shape `(batch, channels)`; in `"reshape"` mode the averaged
         bottleneck, shape `(batch, bottleneck_width)`. Like timm's
-        `forward_head(x, pre_logits=True)`: useful as an embedding.
+        `forward_head(x, pre_logits=True)`: useful as an embedding. The last
+        1x1 convolution applied to these features gives the head's output
+        before its activation (before dropout, which is off at inference).
+
+        Args:
+            inputs: the head's input, a rank-4 feature map.
+            training: unused, for signature compatibility.
+
+        Returns:
+            A tensor `(batch, channels)` or `(batch, bottleneck_width)`.
         """
-        x = inputs
+        x = self._prepare(inputs)
         if self.mode == "reshape":
             x = self.bottleneck(x)
         return self._pool(x)
 
+    def _prepare(self, features):
+        """Validates and builds for a direct call of a helper method."""
+        features = ops.convert_to_tensor(features, dtype=self.compute_dtype)
+        self._check_input_shape(features.shape)
+        if not self.built:
+            with keras.name_scope(self.name):
+                self.build(tuple(features.shape))
+        return features
+
     def call(self, inputs, training=None):
         if self.mode == "gap":
             x = self.dropout(inputs, training=training)
-            maps = self._to_float32(self.classifier(x))
+            maps = self._to_output_dtype(self.classifier(x))
             if self.activation_order == "activate_then_pool":
                 return self._pool(self._apply_channel_activation(maps))
             return self.activation(self._pool(maps))
@@ -263,11 +302,11 @@ class PointwiseClassifierHead(layers.Layer):
         x = self.bottleneck(inputs)
         if self.activation_order == "activate_then_pool":
             x = self.dropout(x, training=training)
-            maps = self._to_float32(self.classifier(x))
+            maps = self._to_output_dtype(self.classifier(x))
             return self._pool(self._apply_channel_activation(maps))
         x = ops.mean(x, axis=self._spatial_axes, keepdims=True)
         x = self.dropout(x, training=training)
-        logits = self._to_float32(self.classifier(x))
+        logits = self._to_output_dtype(self.classifier(x))
         logits = ops.reshape(logits, (-1, self.num_classes))
         return self.activation(logits)
 
@@ -293,16 +332,27 @@ class PointwiseClassifierHead(layers.Layer):
             features: the head's input, a rank-4 feature map.
 
         Returns:
-            A float32 tensor `(batch, height, width, num_classes)` for
-            channels_last, `(batch, num_classes, height, width)` for
-            channels_first.
+            A float32 tensor (the policy's variable dtype) of shape
+            `(batch, height, width, num_classes)` for channels_last,
+            `(batch, num_classes, height, width)` for channels_first.
+
+        Example:
+
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> head = PointwiseClassifierHead(3, activation=None)
+        >>> features = np.random.rand(2, 4, 4, 8).astype("float32")
+        >>> maps = head.class_activation_maps(features)
+        >>> tuple(maps.shape)
+        (2, 4, 4, 3)
+        >>> bool(np.allclose(ops.mean(maps, axis=(1, 2)), head(features),
+        ...                  atol=1e-6))
+        True
         """
-        if not self.built:
-            self.build(tuple(features.shape))
-        x = features
+        x = self._prepare(features)
         if self.mode == "reshape":
             x = self.bottleneck(x)
-        return self._to_float32(self.classifier(x))
+        return self._to_output_dtype(self.classifier(x))
 
     def reset(self, num_classes):
         """Replaces the last 1x1 convolution with a new one for `num_classes`.
@@ -310,11 +360,40 @@ class PointwiseClassifierHead(layers.Layer):
         Like timm's `reset_classifier`: the bottleneck (if any) keeps its
         weights, the new classifier is freshly initialized. Use it to
         fine-tune a trained network on a task with another set of classes.
+
+        A model that contains the head keeps its old symbolic output shape
+        and its old optimizer state: call `compile()` again before `fit()`.
+        `get_config()` reports the new `num_classes`, so a saved model
+        reloads with the new classifier.
+
+        Args:
+            num_classes: int >= 1, the new number of classes.
+
+        Example:
+
+        >>> import numpy as np
+        >>> head = PointwiseClassifierHead(10)
+        >>> _ = head(np.zeros((1, 3, 3, 8), "float32"))
+        >>> head.reset(4)
+        >>> tuple(head(np.zeros((1, 3, 3, 8), "float32")).shape)
+        (1, 4)
         """
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        self.classifier = self._pointwise_conv(self.num_classes, None, "classifier")
+        num_classes = check_positive_int("num_classes", num_classes)
+        classifier = self._make_classifier(num_classes)
         if self.built:
-            self.classifier.build(self._classifier_input_shape)
+            with keras.name_scope(self.name):
+                classifier.build(self._classifier_input_shape)
+        # A built layer locks its list of sub-layers; swap the classifier the
+        # way Keras itself does in `quantize()`: unlock, untrack, re-lock.
+        was_locked = self._tracker.locked
+        self._tracker.unlock()
+        try:
+            self._tracker.untrack(self.classifier)
+            self.classifier = classifier
+        finally:
+            if was_locked:
+                self._tracker.lock()
+        self.num_classes = num_classes
 
     # -------------------------------------------------------------- shapes
     def compute_output_shape(self, input_shape):
@@ -323,7 +402,7 @@ class PointwiseClassifierHead(layers.Layer):
 
     def compute_output_spec(self, inputs, training=None):
         shape = self.compute_output_shape(inputs.shape)
-        return keras.KerasTensor(shape, dtype="float32")
+        return keras.KerasTensor(shape, dtype=self._output_dtype)
 
     # -------------------------------------------------------------- config
     def get_config(self):
@@ -337,19 +416,11 @@ class PointwiseClassifierHead(layers.Layer):
                 "dropout_rate": self.dropout_rate,
                 "data_format": self.data_format,
                 "activation_order": self.activation_order,
-                "bottleneck_activation": keras.activations.serialize(
-                    self.bottleneck_activation
-                ),
+                "bottleneck_activation": keras.activations.serialize(self.bottleneck_activation),
                 "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             }
         )
         return config

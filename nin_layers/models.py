@@ -19,9 +19,7 @@ def _check_filters(filters):
         filters = tuple(filters)
     except TypeError:
         filters = None
-    if not filters or any(
-        isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in filters
-    ):
+    if not filters or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in filters):
         raise ValueError(
             "Received an invalid value for argument `filters`, expected a "
             "non-empty sequence of integers >= 1, one per conv block. "
@@ -141,9 +139,7 @@ class AllConvNet(keras.Model):
         dropout_rate = check_rate("dropout_rate", dropout_rate)
         if data_format is None:
             data_format = keras.config.image_data_format()
-        data_format = check_choice(
-            "data_format", data_format, ("channels_last", "channels_first")
-        )
+        data_format = check_choice("data_format", data_format, ("channels_last", "channels_first"))
         if rescaling is not None and (
             isinstance(rescaling, bool) or not isinstance(rescaling, (int, float))
         ):
@@ -164,6 +160,7 @@ class AllConvNet(keras.Model):
         inputs = keras.Input(shape=input_shape, name="images")
         x = self.preprocess(inputs)
         features = self.build_backbone(x)
+        self._check_features(features, input_shape)
         head = PointwiseClassifierHead(
             num_classes,
             mode=head_mode,
@@ -260,11 +257,29 @@ class AllConvNet(keras.Model):
                 raise ValueError(
                     f"Received an input too small for {stages} pooling "
                     f"stages: each 2x2 max pooling halves height and width, "
-                    f"so the input needs at least {2 ** stages} pixels per "
+                    f"so the input needs at least {2**stages} pixels per "
                     f"side. Received: input_shape={input_shape}, "
                     f"filters={self.filters}. Use fewer entries in `filters` "
                     "or a larger input."
                 )
+
+    def _check_features(self, features, input_shape):
+        """Checks that `build_backbone` returned a usable rank-4 map."""
+        shape = tuple(getattr(features, "shape", ()))
+        if len(shape) != 4:
+            raise ValueError(
+                "`build_backbone()` must return a rank-4 feature map "
+                "(batch, height, width, channels) for the head. "
+                f"Received: a tensor of shape {shape} for input_shape={input_shape}"
+            )
+        spatial = shape[1:3] if self.data_format == "channels_last" else shape[2:]
+        if any(size is not None and size < 1 for size in spatial):
+            raise ValueError(
+                "Received an input too small for the backbone: its feature "
+                f"map would have shape {shape}, with no pixels left for the "
+                f"head. Received: input_shape={input_shape}. Use a larger "
+                "input or fewer pooling stages."
+            )
 
     # ------------------------------------------------------------- extras
     def feature_extractor(self):
@@ -285,7 +300,8 @@ class AllConvNet(keras.Model):
             "name": self.name,
             "trainable": self.trainable,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "num_classes": self.num_classes,
+            # The head's count, which `head.reset()` may have changed.
+            "num_classes": self.head.num_classes,
             "input_shape": self.image_shape,
             "filters": self.filters,
             "head_mode": self.head_mode,
