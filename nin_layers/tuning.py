@@ -586,7 +586,7 @@ class _TrialRecorderMixin:
         super().on_trial_begin(trial)
         if self._is_worker() and self.show_progress:
             print(
-                f"[{self.tuner_id}] trial {trial.trial_id} started: "
+                f"[{self.tuner_id}] trial {_trial_number(trial.trial_id)} started: "
                 f"{describe_values(trial.hyperparameters.values)}",
                 flush=True,
             )
@@ -597,7 +597,10 @@ class _TrialRecorderMixin:
         state["ran"].append(trial.trial_id)
         self.trial_rss_mib.append(rss_mib())
         if self._is_worker() and self.show_progress:
-            print(f"[{self.tuner_id}] trial {trial.trial_id} finished: {trial.status}", flush=True)
+            print(
+                f"[{self.tuner_id}] trial {_trial_number(trial.trial_id)} finished: {trial.status}",
+                flush=True,
+            )
 
     @property
     def trials_run_here(self):
@@ -932,13 +935,15 @@ def results_rows(tuner):
             "results on the chief."
         )
     name = oracle.objective.name
+    # keras-tuner's grid gives log-stepped Int values as floats (4.0).
+    integers = {hp.name for hp in oracle.get_space().space if type(hp).__name__ == "Int"}
     rows = []
     for trial_id in sorted(oracle.trials):
         trial = oracle.trials[trial_id]
         row = {"trial": _trial_number(trial_id)}
         for key, value in trial.hyperparameters.values.items():
             if not key.startswith("tuner/"):
-                row[key] = value
+                row[key] = int(value) if key in integers and value is not None else value
         params = _last_metric(trial, "num_params")
         row["parameters"] = None if params is None else int(params)
         completed = trial.status == trial_module.TrialStatus.COMPLETED
@@ -1154,7 +1159,13 @@ class SearchResult:
 
     def best_model(self):
         """The best trial's trained model (reloaded from its checkpoint)."""
-        return self.tuner.get_best_models(1)[0]
+        import warnings
+
+        with warnings.catch_warnings():
+            # The checkpoint holds the optimizer's state, which a fresh model
+            # (not yet trained) has no variables for.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return self.tuner.get_best_models(1)[0]
 
 
 def search_bottleneck_width(
@@ -1599,6 +1610,25 @@ def _write_settings(path, settings):
     os.replace(temporary, path)
 
 
+class _RetracingFilter:
+    """Drops TensorFlow's "triggered tf.function retracing" warnings.
+
+    Every trial builds a new model after `clear_session()`, so every trial
+    traces its functions anew; the warning says nothing useful here.
+    """
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _quiet_retracing_warnings():
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _RetracingFilter) for f in logger.filters):
+        logger.addFilter(_RetracingFilter())
+
+
 def run_tune_command(args):
     """Runs `nin-layers tune` from parsed arguments; returns the exit code."""
     _apply_distributed_flags(args)
@@ -1641,23 +1671,34 @@ def run_tune_command(args):
     )
     if not worker:
         _write_settings(settings_path, settings)
-    result = search_bottleneck_width(
-        dataset.x_train,
-        dataset.y_train,
-        (dataset.x_val, dataset.y_val),
-        hypermodel=hypermodel,
-        tuner=args.tuner,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        max_trials=args.max_trials,
-        executions_per_trial=args.executions_per_trial,
-        seed=args.seed,
-        directory=args.directory,
-        project_name=args.project_name,
-        overwrite=args.overwrite and not worker,
-        show_progress=show,
-        tuner_kwargs={"hyperband_factor": args.hyperband_factor},
-    )
+    _quiet_retracing_warnings()
+    try:
+        result = search_bottleneck_width(
+            dataset.x_train,
+            dataset.y_train,
+            (dataset.x_val, dataset.y_val),
+            hypermodel=hypermodel,
+            tuner=args.tuner,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            max_trials=args.max_trials,
+            executions_per_trial=args.executions_per_trial,
+            seed=args.seed,
+            directory=args.directory,
+            project_name=args.project_name,
+            overwrite=args.overwrite and not worker,
+            show_progress=show,
+            tuner_kwargs={"hyperband_factor": args.hyperband_factor},
+        )
+    except RuntimeError as error:
+        if "consecutive failures" in str(error):
+            # keras-tuner stops after 3 failed trials in a row.
+            last = str(error).strip().splitlines()
+            raise ValueError(
+                "the search stopped after 3 failed trials in a row; last error: "
+                + (last[-1] if last else "unknown")
+            ) from None
+        raise
     if worker:
         ran = ", ".join(str(_trial_number(t)) for t in result.trials_run_here) or "none"
         print(
