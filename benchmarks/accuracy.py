@@ -1,0 +1,386 @@
+"""Test accuracy and time to accuracy: the tutorial's recipe against the default.
+
+For each recipe (the tutorial's, re-stated in `tutorial_reference.py`, and
+the package default, `nin_layers.training.train`), each head and each seed,
+trains on MNIST and evaluates the test set at every epoch end with a
+callback whose time is excluded from the training wall time (and reported
+apart). Records the final test accuracy, the wall time, and the time at
+which the test accuracy first reached each threshold (98.0%, 99.0%, 99.2%).
+
+Each recipe runs in its own process, so that process-wide settings of one
+(e.g. `tf.config.experimental.enable_op_determinism()` in `train`) never
+slow down or speed up the other. Finished runs are kept in
+`accuracy.<recipe>.json` and skipped when the benchmark is run again.
+
+    python benchmarks/accuracy.py [--quick] [--out DIR] [--data PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from benchmarks import tutorial_reference as tutorial
+from benchmarks.common import (
+    add_common_arguments,
+    log,
+    machine_info,
+    mode_of,
+    quiet_tensorflow,
+    read_json,
+    write_json,
+)
+
+NAME = "accuracy"
+RECIPES = ("tutorial", "default")
+THRESHOLDS = (0.98, 0.99, 0.992)
+# The tutorial's reported accuracy per head: what the default recipe must reach.
+TARGETS = {"gap": 0.980, "reshape": 0.992}
+
+SETTINGS = {
+    "smoke": {
+        "train_limit": 256,
+        "test_limit": 256,
+        "epochs": 1,
+        "seeds": [0],
+        "heads": ["reshape"],
+        "isolate": False,
+    },
+    "quick": {
+        "train_limit": 2048,
+        "test_limit": 1000,
+        "epochs": 1,
+        "seeds": [0],
+        "heads": ["gap", "reshape"],
+        "isolate": True,
+    },
+    "full": {
+        "train_limit": None,
+        "test_limit": None,
+        "epochs": 10,
+        "seeds": [0, 1, 2],
+        "heads": ["gap", "reshape"],
+        "isolate": True,
+    },
+}
+
+
+def _eval_callback(x_test, y_test, log_prefix):
+    """A callback that evaluates the test set at each epoch end, off the clock."""
+    import keras
+
+    class TestSetEveryEpoch(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs = []
+            self.eval_seconds = 0.0
+
+        def on_train_begin(self, logs=None):
+            self.begin = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            reached = time.perf_counter()
+            probabilities = self.model.predict(x_test, batch_size=1000, verbose=0)
+            accuracy = float((np.argmax(probabilities, axis=1) == y_test).mean())
+            spent = time.perf_counter() - reached
+            train_seconds = reached - self.begin - self.eval_seconds
+            self.eval_seconds += spent
+            self.epochs.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_seconds": train_seconds,
+                    "test_accuracy": accuracy,
+                    "train_accuracy": float(
+                        (logs or {}).get("accuracy", (logs or {}).get("acc", float("nan")))
+                    ),
+                    "eval_seconds": spent,
+                }
+            )
+            log(
+                f"{log_prefix} epoch {epoch + 1}: test accuracy {accuracy:.4f}, "
+                f"{train_seconds:.1f} s training so far"
+            )
+
+        def on_train_end(self, logs=None):
+            self.fit_seconds = time.perf_counter() - self.begin
+
+    return TestSetEveryEpoch()
+
+
+def _load(data_path, settings):
+    return tutorial.load_mnist(
+        data_path, limit=settings["train_limit"], test_limit=settings["test_limit"]
+    )
+
+
+def _train_tutorial(head, seed, settings, data):
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = data
+    keras.utils.set_random_seed(seed)
+    callback = _eval_callback(x_test.astype("float32"), y_test, f"tutorial {head} seed {seed}")
+    model = tutorial.compile_model(tutorial.build_model(head))
+    start = time.perf_counter()
+    tutorial.fit(model, x_train, y_train, epochs=settings["epochs"], callbacks=[callback])
+    total = time.perf_counter() - start
+    return callback, {
+        "call_seconds": total,
+        "batch_size": tutorial.BATCH_SIZE,
+        "precision": "float32",
+        "how": "benchmarks.tutorial_reference.fit",
+    }
+
+
+def _train_default(head, seed, settings, data):
+    import keras
+
+    from nin_layers import training
+    from nin_layers.data import Dataset
+
+    (x_train, y_train), (x_test, y_test) = data
+    dataset = Dataset(
+        x_train=x_train.astype("float32"),
+        y_train=y_train.astype("int32"),
+        x_test=x_test.astype("float32"),
+        y_test=y_test.astype("int32"),
+        x_val=None,
+        y_val=None,
+        num_classes=10,
+        input_shape=tuple(x_train.shape[1:]),
+        name="mnist",
+    )
+    callback = _eval_callback(dataset.x_test, y_test, f"default {head} seed {seed}")
+    kwargs = {"head": head, "epochs": settings["epochs"], "seed": seed, "verbose": 0}
+    how = "nin_layers.training.train(callbacks=...)"
+    start = time.perf_counter()
+    if "callbacks" in inspect.signature(training.train).parameters:
+        result = training.train(dataset, callbacks=[callback], **kwargs)
+    else:
+        # `train` takes no callbacks: add ours to its one `fit` call.
+        how = "nin_layers.training.train (callback added by wrapping Model.fit)"
+        original_fit = keras.Model.fit
+
+        def fit_with_callback(self, *args, **fit_kwargs):
+            fit_kwargs["callbacks"] = list(fit_kwargs.get("callbacks") or []) + [callback]
+            return original_fit(self, *args, **fit_kwargs)
+
+        keras.Model.fit = fit_with_callback
+        try:
+            result = training.train(dataset, **kwargs)
+        finally:
+            keras.Model.fit = original_fit
+    total = time.perf_counter() - start
+    metrics = result.metrics
+    return callback, {
+        "call_seconds": total,
+        "batch_size": metrics.get("batch_size"),
+        "precision": metrics.get("precision"),
+        "how": how,
+        "package_test_accuracy": metrics.get("test_accuracy"),
+        "package_wall_time_s": metrics.get("wall_time_s"),
+    }
+
+
+def run_recipe(recipe, out, data_path, mode, fresh=False):
+    """Runs every (head, seed) of one recipe in this process; returns its runs."""
+    quiet_tensorflow()
+    settings = SETTINGS[mode]
+    path = Path(out) / f"{NAME}.{recipe}.json"
+    previous = None if fresh else read_json(path)
+    runs = {}
+    if previous and previous.get("mode") == mode and previous.get("settings") == settings:
+        runs = {run["key"]: run for run in previous.get("runs", [])}
+    data = _load(data_path, settings)
+    trainer = _train_tutorial if recipe == "tutorial" else _train_default
+    state = {
+        "benchmark": f"{NAME}.{recipe}",
+        "mode": mode,
+        "settings": settings,
+        "machine": machine_info(),
+        "runs": list(runs.values()),
+    }
+    for head in settings["heads"]:
+        for seed in settings["seeds"]:
+            key = f"{recipe}/{head}/{seed}"
+            if key in runs:
+                log(f"{NAME} {key}: done before, kept")
+                continue
+            import keras
+
+            keras.backend.clear_session()
+            log(
+                f"{NAME} {key}: training {len(data[0][0]):,} images, "
+                f"{settings['epochs']} epoch(s) ..."
+            )
+            callback, extra = trainer(head, seed, settings, data)
+            epochs = callback.epochs
+            run = {
+                "key": key,
+                "recipe": recipe,
+                "head": head,
+                "seed": seed,
+                "epochs": epochs,
+                "test_accuracy": epochs[-1]["test_accuracy"],
+                "wall_seconds": callback.fit_seconds - callback.eval_seconds,
+                "eval_seconds": callback.eval_seconds,
+                "train_images": len(data[0][0]),
+                "time_to": {
+                    f"{t:.3f}": next(
+                        (e["train_seconds"] for e in epochs if e["test_accuracy"] >= t), None
+                    )
+                    for t in THRESHOLDS
+                },
+                **extra,
+            }
+            run["images_per_second"] = (
+                run["train_images"] * settings["epochs"] / run["wall_seconds"]
+            )
+            log(
+                f"{NAME} {key}: test accuracy {run['test_accuracy']:.4f}, "
+                f"{run['wall_seconds']:.1f} s training + {run['eval_seconds']:.1f} s evaluation"
+            )
+            state["runs"].append(run)
+            write_json(path, state)
+    write_json(path, state)
+    return state
+
+
+def _stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
+
+
+def summarize(runs, settings):
+    """Mean and standard deviation per (recipe, head), and the targets."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((run["recipe"], run["head"]), []).append(run)
+    summary = {}
+    for (recipe, head), members in sorted(groups.items()):
+        summary[f"{recipe}/{head}"] = {
+            "recipe": recipe,
+            "head": head,
+            "seeds": [m["seed"] for m in members],
+            "test_accuracy": _stats([m["test_accuracy"] for m in members]),
+            "wall_seconds": _stats([m["wall_seconds"] for m in members]),
+            "eval_seconds": _stats([m["eval_seconds"] for m in members]),
+            "images_per_second": _stats([m["images_per_second"] for m in members]),
+            "time_to": {
+                t: {
+                    **_stats([m["time_to"][t] for m in members]),
+                    "reached": sum(m["time_to"][t] is not None for m in members),
+                }
+                for t in members[0]["time_to"]
+            },
+        }
+    targets = {}
+    for head in settings["heads"]:
+        ref, ours = summary.get(f"tutorial/{head}"), summary.get(f"default/{head}")
+        if not ref or not ours:
+            continue
+        goal = TARGETS[head]
+        times = [_time_to(m, goal) for m in runs if m["recipe"] == "default" and m["head"] == head]
+        reached = [t for t in times if t is not None]
+        budget = ref["wall_seconds"]["mean"] / 3
+        time_to_goal = statistics.fmean(reached) if len(reached) == len(times) else None
+        targets[head] = {
+            "goal_accuracy": goal,
+            "tutorial_wall_seconds": ref["wall_seconds"]["mean"],
+            "budget_seconds": budget,
+            "default_time_to_goal_seconds": time_to_goal,
+            "default_runs_reaching_goal": f"{len(reached)}/{len(times)}",
+            "time_met": time_to_goal is not None and time_to_goal <= budget,
+            "tutorial_mean_accuracy": ref["test_accuracy"]["mean"],
+            "default_mean_accuracy": ours["test_accuracy"]["mean"],
+            "accuracy_met": ours["test_accuracy"]["mean"] >= goal,
+            "beats_tutorial_measured": (
+                ours["test_accuracy"]["mean"] >= ref["test_accuracy"]["mean"]
+            ),
+        }
+    return summary, targets
+
+
+def _time_to(run, goal):
+    for epoch in run["epochs"]:
+        if epoch["test_accuracy"] >= goal:
+            return epoch["train_seconds"]
+    return None
+
+
+def run(out, data_path, mode="full", fresh=False):
+    """Runs both recipes, each in a subprocess; writes `out/accuracy.json`."""
+    path = Path(out) / f"{NAME}.json"
+    previous = None if fresh else read_json(path)
+    if previous and previous.get("mode") == mode and previous.get("complete"):
+        log(f"{NAME}: already complete in {path}, skipping (use --fresh to redo)")
+        return previous
+    started = time.perf_counter()
+    runs = []
+    settings = SETTINGS[mode]
+    for recipe in RECIPES:
+        if not settings["isolate"]:
+            runs += run_recipe(recipe, out, data_path, mode, fresh)["runs"]
+            continue
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--recipe",
+            recipe,
+            "--out",
+            str(out),
+            "--data",
+            str(data_path),
+        ]
+        command += {"smoke": ["--smoke"], "quick": ["--quick"], "full": []}[mode]
+        command += ["--fresh"] if fresh else []
+        log(f"{NAME}: {recipe} recipe in a new process")
+        subprocess.run(command, check=True)
+        runs += read_json(Path(out) / f"{NAME}.{recipe}.json")["runs"]
+    summary, targets = summarize(runs, settings)
+    result = {
+        "benchmark": NAME,
+        "mode": mode,
+        "complete": True,
+        "machine": machine_info(),
+        "settings": settings,
+        "thresholds": list(THRESHOLDS),
+        "targets_goal": TARGETS,
+        "summary": summary,
+        "targets": targets,
+        "runs": runs,
+        "seconds": time.perf_counter() - started,
+    }
+    write_json(path, result)
+    log(f"{NAME}: done in {result['seconds']:.0f} s -> {path}")
+    return result
+
+
+def main(argv=None):
+    parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--recipe", choices=RECIPES, help="run only this recipe, in-process")
+    args = parser.parse_args(argv)
+    if args.recipe:
+        run_recipe(args.recipe, args.out, args.data, mode_of(args), args.fresh)
+    else:
+        run(args.out, args.data, mode_of(args), args.fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Runs the benchmarks and regenerates `docs/benchmarks.md`.
+
+    python benchmarks/run.py                 # the full set (about 75 minutes, 2 cores)
+    python benchmarks/run.py --quick         # a smoke check (about 2-3 minutes)
+    python benchmarks/run.py --only accuracy --data /path/to/mnist.npz
+
+The full set writes `benchmarks/results/*.json` and `docs/benchmarks.md` (+ PNGs
+in `docs/img/benchmarks/`). `--quick` and `--smoke` write to a temporary
+folder instead (printed at the start), so they never overwrite the
+published results; `--out DIR` puts the JSON in DIR and, unless `--docs` is
+given, the page in DIR/docs. Every benchmark saves its results as it goes;
+running the same command again skips what is finished (`--fresh` redoes it).
+Run it on a quiet machine: other work on the CPU slows the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import (
+    DEFAULT_DOCS,
+    DEFAULT_RESULTS,
+    add_common_arguments,
+    log,
+    mode_of,
+    quiet_tensorflow,
+)
+
+PARTS = ("throughput", "accuracy", "tuners")
+
+
+def _parts(text):
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(PARTS)}; received {text!r}"
+        )
+    return parts
+
+
+def main(argv=None):
+    parser = add_common_arguments(
+        argparse.ArgumentParser(
+            description=__doc__.splitlines()[0],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=__doc__.split("\n", 2)[2],
+        )
+    )
+    parser.add_argument(
+        "--only",
+        type=_parts,
+        default=list(PARTS),
+        help=f"comma-separated benchmarks to run (default: {','.join(PARTS)})",
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="folder for benchmarks.md and img/ (default: docs/ for the "
+        "full run into benchmarks/results, else OUT/docs)",
+    )
+    args = parser.parse_args(argv)
+    mode = mode_of(args)
+    out = args.out
+    if mode != "full" and out == DEFAULT_RESULTS:
+        out = Path(tempfile.gettempdir()) / f"nin-layers-benchmarks-{mode}"
+    docs = args.docs or (DEFAULT_DOCS if out == DEFAULT_RESULTS else out / "docs")
+    if not args.data.exists():
+        parser.error(f"no MNIST file at {args.data} (pass --data PATH to a keras-layout .npz)")
+    quiet_tensorflow()
+    log(f"benchmarks ({mode}): {', '.join(args.only)}; results in {out}, page in {docs}")
+    started = time.perf_counter()
+    from benchmarks import report
+
+    for part in args.only:
+        module = __import__(f"benchmarks.{part}", fromlist=["run"])
+        part_start = time.perf_counter()
+        module.run(out, args.data, mode, args.fresh)
+        log(f"{part}: {time.perf_counter() - part_start:.0f} s")
+        report.build(out, docs)
+    log(
+        f"benchmarks ({mode}): all done in {time.perf_counter() - started:.0f} s; "
+        f"page: {docs / 'benchmarks.md'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
