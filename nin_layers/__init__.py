@@ -10,3 +10,7 @@ from nin_layers.models import AllConvNet
 __version__ = "0.1.0"
 
 __all__ = ["AllConvNet", "PointwiseClassifierHead", "__version__"]
+
+from nin_layers.tuning import AllConvNetHyperModel  # noqa: E402
+
+__all__ += ["AllConvNetHyperModel"]
