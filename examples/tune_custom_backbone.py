@@ -135,7 +135,7 @@ def main(argv=None):
     best = tuning.best_row(tuner, rows)
     print(tuning.format_results_table(rows, "val_accuracy", best))
     paths = tuning.write_results(rows, tuner.project_dir, "val_accuracy", best)
-    model = tuner.get_best_models(1)[0]
+    model = tuning.best_model(tuner)
     model_path = os.path.join(tuner.project_dir, "best_model.keras")
     model.save(model_path)
     print(f"Results: {paths['csv']}, {paths['png']}; best model: {model_path}")

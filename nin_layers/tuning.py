@@ -483,10 +483,10 @@ class _ProgressDisplay(oracle_module.Display):
         else:
             message = (trial.message or "").strip().splitlines()
             result = f"{trial.status.lower()}" + (f": {message[-1]}" if message else "")
-        best = self.oracle.get_best_trials(1)
+        best = best_trial(self.oracle)
         best_text = "none yet"
-        if best and best[0].score is not None:
-            best_text = f"{best[0].score:.4f} ({describe_values(best[0].hyperparameters.values)})"
+        if best is not None:
+            best_text = f"{best.score:.4f} ({describe_values(best.hyperparameters.values)})"
         print(f"{self._label(trial)} done: {result}; best so far {best_text}", flush=True)
 
 
@@ -959,14 +959,63 @@ def results_rows(tuner):
     return rows
 
 
+def best_trial(oracle):
+    """The best completed trial of `oracle`, or `None`.
+
+    Unlike `oracle.get_best_trials()`, ties (common with small validation
+    sets) are broken the same way whatever the order trials were loaded in:
+    fewer parameters first, then the earlier trial.
+    """
+    sign = -1.0 if oracle.objective.direction == "max" else 1.0
+    done = [
+        t
+        for t in oracle.trials.values()
+        if t.status == trial_module.TrialStatus.COMPLETED
+        and t.score is not None
+        and not math.isnan(t.score)
+    ]
+    if not done:
+        return None
+    return min(
+        done,
+        key=lambda t: (
+            sign * float(t.score),
+            _last_metric(t, "num_params") or math.inf,
+            str(t.trial_id),
+        ),
+    )
+
+
 def best_row(tuner, rows=None):
     """The row (see `results_rows`) of the best completed trial, or `None`."""
     rows = results_rows(tuner) if rows is None else rows
-    best = [t for t in tuner.oracle.get_best_trials(1) if t.status == "COMPLETED"]
-    if not best:
+    best = best_trial(tuner.oracle)
+    if best is None:
         return None
-    number = _trial_number(best[0].trial_id)
+    number = _trial_number(best.trial_id)
     return next(r for r in rows if r["trial"] == number)
+
+
+def best_model(tuner):
+    """The best trial's trained model, reloaded from its checkpoint.
+
+    The trial is `best_trial(tuner.oracle)`. The model's optimizer is built,
+    so that a saved copy reloads without warnings.
+    """
+    import warnings
+
+    trial = best_trial(tuner.oracle)
+    if trial is None:
+        raise ValueError("Received a search with no completed trial; there is no best model.")
+    with warnings.catch_warnings():
+        # The checkpoint holds the optimizer's state, which a fresh model
+        # (not yet trained) has no variables for.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = tuner.load_model(trial)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    return model
 
 
 def _columns(rows):
@@ -1158,14 +1207,8 @@ class SearchResult:
         return None if self.best is None else self.best.get(WIDTH)
 
     def best_model(self):
-        """The best trial's trained model (reloaded from its checkpoint)."""
-        import warnings
-
-        with warnings.catch_warnings():
-            # The checkpoint holds the optimizer's state, which a fresh model
-            # (not yet trained) has no variables for.
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            return self.tuner.get_best_models(1)[0]
+        """The best trial's trained model (see `best_model`)."""
+        return best_model(self.tuner)
 
 
 def search_bottleneck_width(
@@ -1631,6 +1674,20 @@ def _quiet_retracing_warnings():
 
 def run_tune_command(args):
     """Runs `nin-layers tune` from parsed arguments; returns the exit code."""
+    saved = {v: os.environ.get(v) for v in _DISTRIBUTED_ENV.values()}
+    try:
+        return _run_tune_command(args)
+    finally:
+        # The distributed flags set environment variables (which keras-tuner
+        # reads); put them back for callers that run the command in-process.
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+
+
+def _run_tune_command(args):
     _apply_distributed_flags(args)
     worker = _is_worker_process()
     show = not args.quiet
