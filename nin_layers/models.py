@@ -299,7 +299,8 @@ class AllConvNet(keras.Model):
         return {
             "name": self.name,
             "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            # A Functional model ignores its own `dtype`; the layers hold it.
+            "dtype": keras.dtype_policies.serialize(self.head.dtype_policy),
             # The head's count, which `head.reset()` may have changed.
             "num_classes": self.head.num_classes,
             "input_shape": self.image_shape,

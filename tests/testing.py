@@ -145,7 +145,10 @@ _RELOAD_SCRIPT = textwrap.dedent(
     report = {}
     for name, path in request["models"].items():
         model = keras.models.load_model(path)
-        predicted = model.predict(arrays[name + ".x"], verbose=0)
+        if request["method"] == "call":
+            predicted = keras.ops.convert_to_numpy(model(arrays[name + ".x"], training=False))
+        else:
+            predicted = model.predict(arrays[name + ".x"], verbose=0)
         expected = arrays[name + ".y"]
         report[name] = {
             "shape": list(predicted.shape),
@@ -158,7 +161,14 @@ _RELOAD_SCRIPT = textwrap.dedent(
 
 
 def assert_same_predictions_in_fresh_process(
-    cases, tmp_path, *, imports=("nin_layers",), sys_path=(), atol=1e-6, timeout=240
+    cases,
+    tmp_path,
+    *,
+    imports=("nin_layers",),
+    sys_path=(),
+    method="predict",
+    atol=1e-6,
+    timeout=240,
 ):
     """Reloads `.keras` files in a new interpreter and compares predictions.
 
@@ -172,6 +182,9 @@ def assert_same_predictions_in_fresh_process(
         tmp_path: folder for the exchanged arrays.
         imports: modules the new session imports first (as a user would).
         sys_path: folders put in front of `sys.path` (for user modules).
+        method: `"predict"` (`model.predict`) or `"call"` (an eager
+            `model(x, training=False)`); compute `expected_outputs` the
+            same way.
         atol: largest accepted absolute difference.
         timeout: seconds before the new session is considered stuck.
 
@@ -191,6 +204,7 @@ def assert_same_predictions_in_fresh_process(
         "models": models,
         "imports": list(imports),
         "sys_path": [str(p) for p in sys_path],
+        "method": method,
     }
     result = subprocess.run(
         [sys.executable, "-c", _RELOAD_SCRIPT, json.dumps(request)],
