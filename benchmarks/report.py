@@ -300,9 +300,9 @@ def accuracy_section(data, image_dir, image_prefix):
     train_images = data["runs"][0]["train_images"] if data["runs"] else 0
     out = ["## Accuracy", ""]
     out += [
-        f"{train_images:,} training images, {settings['epochs']} epoch(s), seeds "
-        f"{', '.join(map(str, settings['seeds']))}, both recipes, "
-        f"heads {', '.join(settings['heads'])}. The test set is evaluated at each epoch end "
+        f"{train_images:,} training images, {settings['epochs']} epoch(s), "
+        f"{_seed_text(settings['seeds'])}, heads {', '.join(settings['heads'])}. "
+        "The test set is evaluated at each epoch end "
         f"by a callback; its time is excluded from the wall time and shown apart. Wall time "
         f"is the `fit` call (including the first epoch's tracing) minus those evaluations. "
         f"Each recipe runs in its own process. Tutorial recipe: "
@@ -350,6 +350,21 @@ def accuracy_section(data, image_dir, image_prefix):
             "",
         ]
     return out
+
+
+def _seed_text(seeds):
+    if isinstance(seeds, list):  # older results: the same seeds for both recipes
+        seeds = {recipe: seeds for recipe in RECIPE_NAMES}
+    text = ", ".join(
+        f"{len(v)} seed(s) for the {RECIPE_NAMES.get(k, k)} ({', '.join(map(str, v))})"
+        for k, v in seeds.items()
+    )
+    if len(seeds.get("tutorial", [])) < 3 <= len(seeds.get("default", [])):
+        text += (
+            " (the tutorial recipe gets fewer seeds because each of its runs takes about "
+            "10 minutes here; `--tutorial-seeds 3` runs the complete protocol)"
+        )
+    return text
 
 
 def _plot_accuracy(data, path):

@@ -24,6 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.accuracy import add_seed_arguments
 from benchmarks.common import (
     DEFAULT_DOCS,
     DEFAULT_RESULTS,
@@ -67,6 +68,7 @@ def main(argv=None):
         help="folder for benchmarks.md and img/ (default: docs/ for the "
         "full run into benchmarks/results, else OUT/docs)",
     )
+    add_seed_arguments(parser)
     args = parser.parse_args(argv)
     mode = mode_of(args)
     out = args.out
@@ -83,7 +85,10 @@ def main(argv=None):
     for part in args.only:
         module = __import__(f"benchmarks.{part}", fromlist=["run"])
         part_start = time.perf_counter()
-        module.run(out, args.data, mode, args.fresh)
+        if part == "accuracy":
+            module.run(out, args.data, mode, args.fresh, args.seeds, args.tutorial_seeds)
+        else:
+            module.run(out, args.data, mode, args.fresh)
         log(f"{part}: {time.perf_counter() - part_start:.0f} s")
         report.build(out, docs)
     log(

@@ -51,20 +51,20 @@ SETTINGS = {
         "val": 64,
         "test": 128,
         "epochs": 1,
-        "max_trials": 2,
+        "max_trials": 1,
         "batch_size": 32,
-        "memory_trials": 3,
-        "tuners": ["grid", "random"],
+        "memory_trials": 2,
+        "tuners": ["random"],
         "isolate": False,
     },
     "quick": {
-        "train": 1024,
-        "val": 512,
-        "test": 1000,
-        "epochs": 2,
+        "train": 512,
+        "val": 256,
+        "test": 500,
+        "epochs": 1,
         "max_trials": 2,
         "batch_size": 64,
-        "memory_trials": 4,
+        "memory_trials": 3,
         "tuners": list(TUNERS),
         "isolate": False,
     },
@@ -75,7 +75,7 @@ SETTINGS = {
         "epochs": 3,
         "max_trials": 4,
         "batch_size": 64,
-        "memory_trials": 25,
+        "memory_trials": 15,
         "tuners": list(TUNERS),
         "isolate": True,
     },
@@ -108,6 +108,53 @@ def _data(data_path, settings):
     x, x_test = x.astype("float32"), x_test.astype("float32")
     train = settings["train"]
     return (x[:train], y[:train]), (x[train:], y[train:]), (x_test, y_test)
+
+
+def memory_profile(name, trials, seed=0):
+    """Resident memory after each of `trials` tiny trials of tuner `name`.
+
+    Like `nin_layers.tuning.memory_profile` (random 16x16 images, a two-block
+    `AllConvNet`, widths 2 to 4096 on a log scale), but Hyperband gets
+    `max_epochs=9` so that its schedule has many trials (with `max_epochs=1`
+    it has one), capped at `trials`.
+    """
+    from nin_layers import tuning
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((64, 16, 16, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 64)
+    start_mib, _ = memory_mib()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:
+        hypermodel = tuning.AllConvNetHyperModel(
+            num_classes=10,
+            input_shape=(16, 16, 1),
+            min_width=2,
+            max_width=4096,
+            width_step=None,
+            filters=(4, 8),
+        )
+        instance = tuning.make_tuner(
+            hypermodel,
+            name,
+            max_trials=trials,
+            epochs=9 if name == "hyperband" else None,
+            seed=seed,
+            directory=directory,
+            overwrite=True,
+            show_progress=False,
+        )
+        instance.search(x, y, validation_data=(x, y), epochs=1, batch_size=32, verbose=0)
+        rss = list(instance.trial_rss_mib)
+    _, peak = memory_mib()
+    return {
+        "trials": len(rss),
+        "rss_mib": rss,
+        "start_mib": start_mib,
+        "peak_mib": peak,
+        "growth_mib": rss[-1] - rss[min(2, len(rss) - 1)],
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def run_tuner(name, out, data_path, mode):
@@ -150,7 +197,7 @@ def run_tuner(name, out, data_path, mode):
         f"test accuracy {test_accuracy}, {seconds:.1f} s, {counter.count} epochs"
     )
     log(f"{NAME} {name}: memory over {settings['memory_trials']} tiny trials ...")
-    profile = tuning.memory_profile(settings["memory_trials"], tuner=name)
+    profile = memory_profile(name, settings["memory_trials"])
     _, peak_mib = memory_mib()
     record = {
         "tuner": name,
