@@ -59,6 +59,19 @@ def _get_activation(name, identifier):
         ) from error
 
 
+def _check_single_class_softmax(num_classes, activation):
+    """A softmax over one class is constantly 1.0: refuse it."""
+    if num_classes == 1 and activation is keras.activations.softmax:
+        raise ValueError(
+            'Received num_classes=1 with activation="softmax": a softmax '
+            "over a single class is always 1.0, so the output would be "
+            "constant and nothing could be learned. Expected "
+            'activation="sigmoid" (one-output binary classifier), '
+            "activation=None (logits), or num_classes >= 2. Received: "
+            'num_classes=1, activation="softmax"'
+        )
+
+
 @keras.saving.register_keras_serializable(package="nin_layers")
 class PointwiseClassifierHead(layers.Layer):
     """Turns a convolutional feature map into class scores without a Dense layer.
@@ -109,7 +122,10 @@ class PointwiseClassifierHead(layers.Layer):
             feed the last 1x1 convolution (the input map in `"gap"` mode,
             the pooled bottleneck in `"reshape"` mode). Defaults to `0.0`.
         data_format: `"channels_last"`, `"channels_first"` or `None` (the
-            Keras default, `keras.config.image_data_format()`).
+            Keras default, `keras.config.image_data_format()`). Note that
+            TensorFlow has no channels_first `Conv2D` kernel on CPU outside
+            XLA: on a CPU, use channels_last or compile with
+            `jit_compile=True`.
         activation_order: `"pool_then_activate"` (default, NiN paper) or
             `"activate_then_pool"` (the tutorial's gap model).
         bottleneck_activation: Activation of the bottleneck in `"reshape"`
@@ -141,7 +157,7 @@ class PointwiseClassifierHead(layers.Layer):
     >>> tuple(scores.shape)
     (2, 10)
     >>> head.count_params()  # 64*32 + 32 + 32*10 + 10
-    2442
+    2410
     """
 
     def __init__(
@@ -175,6 +191,7 @@ class PointwiseClassifierHead(layers.Layer):
         )
         self.activation = _get_activation("activation", activation)
         self.bottleneck_activation = _get_activation("bottleneck_activation", bottleneck_activation)
+        _check_single_class_softmax(self.num_classes, self.activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -379,6 +396,7 @@ class PointwiseClassifierHead(layers.Layer):
         (1, 4)
         """
         num_classes = check_positive_int("num_classes", num_classes)
+        _check_single_class_softmax(num_classes, self.activation)
         classifier = self._make_classifier(num_classes)
         if self.built:
             with keras.name_scope(self.name):

@@ -220,6 +220,35 @@ class AllConvNet(keras.Model):
         The default is one block per entry of `self.filters`: a 3x3 conv
         (same padding, relu) then 2x2 max pooling. Override it to use
         another feature extractor; the head goes on whatever it returns.
+        It runs inside `__init__`, so a subclass sets the attributes it
+        reads *before* calling `super().__init__()`. If it pools a different
+        number of times than `len(self.filters)`, override
+        `num_pooling_stages` too, so that too-small inputs get a clear error.
+
+        Example:
+
+        ```python
+        @keras.saving.register_keras_serializable(package="my_project")
+        class ColourNet(AllConvNet):
+            def __init__(self, use_batchnorm=True, **kwargs):
+                self.use_batchnorm = use_batchnorm  # read by build_backbone
+                kwargs.setdefault("input_shape", (32, 32, 3))
+                kwargs.setdefault("rescaling", 1 / 255)  # feed uint8 pixels
+                super().__init__(**kwargs)
+
+            def build_backbone(self, x):
+                for width in self.filters:
+                    x = keras.layers.Conv2D(width, 3, padding="same")(x)
+                    if self.use_batchnorm:
+                        x = keras.layers.BatchNormalization()(x)
+                    x = keras.layers.ReLU()(x)
+                    x = keras.layers.MaxPooling2D(2)(x)
+                return x
+
+            def get_config(self):
+                return {**super().get_config(),
+                        "use_batchnorm": self.use_batchnorm}
+        ```
         """
         for index, width in enumerate(self.filters, start=1):
             x = layers.Conv2D(

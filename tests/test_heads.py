@@ -269,7 +269,19 @@ def test_reset_before_build_and_errors(features):
     assert tuple(head(features).shape) == (BATCH, 2)
     with pytest.raises(ValueError, match=r"num_classes.*>= 1.*Received: num_classes=0"):
         head.reset(0)
+    with pytest.raises(ValueError, match=r"softmax.*always 1.0"):
+        head.reset(1)
     assert head.num_classes == 2
+    assert tuple(head(features).shape) == (BATCH, 2)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_single_output_binary_head(mode, features):
+    head = PointwiseClassifierHead(1, mode=mode, bottleneck_width=4, activation="sigmoid")
+    output = to_numpy(head(features))
+    assert output.shape == (BATCH, 1)
+    assert ((output > 0) & (output < 1)).all()
+    assert np.ptp(output) > 0
 
 
 # --------------------------------------------- models of every kind, shapes
@@ -421,6 +433,7 @@ def test_channels_first_from_global_setting(features):
         ({"data_format": "NHWC"}, r"`data_format`.*channels_last.*Received: data_format='NHWC'"),
         ({"activation": "nonexistent"}, r"`activation`.*Received: activation='nonexistent'"),
         ({"bottleneck_activation": 3}, r"`bottleneck_activation`.*bottleneck_activation=3"),
+        ({"num_classes": 1}, r"num_classes=1 with activation=\"softmax\".*always 1.0"),
     ],
 )
 def test_invalid_arguments(kwargs, pattern):
