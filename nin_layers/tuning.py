@@ -1097,7 +1097,7 @@ def plot_results(rows, path, objective="val_accuracy", best=None):
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FixedLocator, NullLocator
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     done = [r for r in rows if r.get(objective) is not None and r.get(WIDTH) is not None]
     figure = Figure(figsize=(7.5, 4.5), dpi=120)
@@ -1113,7 +1113,11 @@ def plot_results(rows, path, objective="val_accuracy", best=None):
                 yerr=[r.get(f"{objective}_std") or 0.0 for r in group],
                 fmt="o",
                 capsize=3,
-                label=f"{objective} ({epochs} epochs)" if epochs else objective,
+                label=(
+                    f"{objective} ({epochs} epoch{'s' if epochs != 1 else ''})"
+                    if epochs
+                    else objective
+                ),
             )
         if best is not None and best.get(WIDTH) is not None:
             axis.plot(
@@ -1143,18 +1147,25 @@ def plot_results(rows, path, objective="val_accuracy", best=None):
                 xs, [params[x] for x in xs], "s--", color="gray", alpha=0.7, label="parameters"
             )
             twin.set_ylabel("parameters")
-            twin.ticklabel_format(axis="y", style="plain")
+            twin.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
             handles.append(line)
             labels.append("parameters")
-        axis.legend(handles, labels, loc="lower right", fontsize="small")
+        axis.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=min(len(handles), 4),
+            fontsize="small",
+            frameon=False,
+        )
     else:
         axis.text(0.5, 0.5, "no completed trial", ha="center", va="center")
     axis.set_xlabel("bottleneck width (log scale)")
     axis.set_ylabel(f"{objective} (mean +- std over executions)")
     axis.set_title("Bottleneck width search")
     axis.grid(True, alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, bbox_inches="tight")
     return path
 
 
