@@ -123,6 +123,35 @@ def test_matches_numpy(mode, order, activation, features):
     )
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"mode": "gap", "use_bias": False},
+        {"mode": "reshape", "use_bias": False, "activation_order": "activate_then_pool"},
+        {"mode": "reshape", "bottleneck_activation": "tanh"},
+        {"mode": "reshape", "dropout_rate": 0.5},
+        {"mode": "gap", "dropout_rate": 0.5, "activation_order": "activate_then_pool"},
+    ],
+    ids=[
+        "gap-nobias",
+        "reshape-nobias-tutorial-order",
+        "tanh-bottleneck",
+        "reshape-dropout",
+        "gap-dropout",
+    ],
+)
+def test_matches_numpy_options(kwargs, features):
+    """Options that change the computation; dropout is off at inference."""
+    head = make_head(**kwargs)
+    output = to_numpy(head(features))
+    expected, _ = numpy_head(
+        head, features, bottleneck_activation=kwargs.get("bottleneck_activation", "relu")
+    )
+    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)
+    if not kwargs.get("use_bias", True):
+        assert all("bias" not in w.path for w in head.weights)
+
+
 def test_activation_orders_differ(features):
     """The two orders are one argument apart and give different outputs."""
     paper = make_head("gap")
