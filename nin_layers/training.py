@@ -36,9 +36,10 @@ PAUSE_MARKER = "nin-layers: paused after epoch"
 
 
 # --------------------------------------------------------------- precision
-def _cpu_flags():
+def _cpu_flags(path="/proc/cpuinfo"):
+    """The CPU feature flags listed in `path` (empty where there is none)."""
     try:
-        with open("/proc/cpuinfo") as file:
+        with open(path) as file:
             for line in file:
                 if line.startswith("flags"):
                     return set(line.split(":", 1)[1].split())
@@ -325,6 +326,7 @@ def train(
     validation_split=0.0,
     tensorboard=False,
     reports_images=12,
+    callbacks=None,
     verbose="auto",
 ):
     """Trains an `AllConvNet` on a dataset and evaluates it on the test split.
@@ -359,6 +361,8 @@ def train(
             held out for validation. Defaults to `0.0`.
         tensorboard: bool, write TensorBoard logs to `out_dir/tensorboard`.
         reports_images: int, test images in the class activation map figure.
+            Defaults to `12`.
+        callbacks: `None` or a list of extra `keras.callbacks.Callback`.
         verbose: `"auto"` (a progress bar on a terminal, one line per epoch
             otherwise), `0`, `1` or `2`.
 
@@ -378,6 +382,7 @@ def train(
     import tensorflow as tf
 
     start = time.perf_counter()
+    callbacks_extra = list(callbacks or [])
     if head not in HEADS:
         raise ValueError(
             "Received an invalid value for argument `head`, expected one of "
@@ -457,6 +462,7 @@ def train(
         if pause:
             callbacks.append(PauseAfterEpoch(int(pause)))
 
+    callbacks.extend(callbacks_extra or [])
     fit_start = time.perf_counter()
     keras_history = model.fit(
         train_data,
