@@ -129,6 +129,8 @@ def _default_runner(head, x, y):
         "jit_compile": str(model.jit_compile),
         "model": type(model).__name__,
         "compiled": how,
+        "optimizer": "Adam, warm-up then cosine decay, peak learning rate "
+        f"{training.DEFAULT_LEARNING_RATE:g}",
     }
     return Runner(model, batch_size, "tf.data", x32, y, info)
 

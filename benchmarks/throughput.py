@@ -65,9 +65,9 @@ SETTINGS = {
     },
     "full": {
         "train_images": 2048,
-        "infer_images": 4096,
+        "infer_images": 2048,
         "repeats": 3,
-        "precise_repeats": 6,
+        "precise_repeats": 5,
         "configs": "all",
     },
 }
