@@ -14,3 +14,8 @@ __all__ = ["AllConvNet", "PointwiseClassifierHead", "__version__"]
 from nin_layers.tuning import AllConvNetHyperModel  # noqa: E402
 
 __all__ += ["AllConvNetHyperModel"]
+
+from nin_layers.data import Dataset, load_dataset  # noqa: E402
+from nin_layers.training import TrainResult, train  # noqa: E402
+
+__all__ += ["Dataset", "TrainResult", "load_dataset", "train"]
