@@ -65,7 +65,7 @@ def main(argv=None):
     model = Cifar10Net(
         num_classes=num_classes,
         input_shape=x_train.shape[1:],
-        filters=(64, 128, 256),
+        filters=(8, 16, 32) if args.smoke else (64, 128, 256),
         head_mode="gap",
         dropout_rate=0.3,
     )
