@@ -119,6 +119,8 @@ def plot_training_curves(history, path, title=None):
         `path`.
     """
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
         for prefix, style in (("", "o-"), ("val_", "s--")):
@@ -128,6 +130,7 @@ def plot_training_curves(history, path, title=None):
                 name = "validation" if prefix else "training"
                 axis.plot(epochs, values, style, label=name)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
