@@ -172,7 +172,7 @@ def load_dataset(
             f"None or an integer >= 2. Received: num_classes={num_classes!r}"
         )
 
-    name = os.fspath(name_or_path)
+    name = os.fspath(name_or_path) if isinstance(name_or_path, (str, os.PathLike)) else None
     if not isinstance(name, str):
         raise ValueError(
             "Received an invalid value for argument `name_or_path`, expected a "

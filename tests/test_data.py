@@ -209,6 +209,8 @@ def test_missing_path_and_unknown_name():
         load_dataset("/no/such/nowhere.npz")
     with pytest.raises(ValueError, match="expected one of 'mnist'.*Received: name_or_path='mnsit'"):
         load_dataset("mnsit")
+    with pytest.raises(ValueError, match="expected a dataset name or a path. Received: name_or_"):
+        load_dataset(42)
 
 
 def test_folder_with_one_class(tmp_path):
