@@ -1,15 +1,22 @@
 """Runs the benchmarks and regenerates `docs/benchmarks.md`.
 
-    python benchmarks/run.py                 # the full set (about 75 minutes, 2 cores)
-    python benchmarks/run.py --quick         # a smoke check (about 2-3 minutes)
+    python benchmarks/run.py                 # the full set: about 80 minutes on 2 quiet cores
+    python benchmarks/run.py --quick         # a smoke check: about 2-3 minutes
     python benchmarks/run.py --only accuracy --data /path/to/mnist.npz
+
+The full set runs throughput (~8 min), accuracy (~65 min: 10 epochs on full
+MNIST, 1 seed of the tutorial recipe and 2 of the package default per head,
+seed 0 of everything first) and tuners (~8 min), in that order. `--seeds 3
+--tutorial-seeds 3` runs the issue's complete accuracy protocol (about 2 h 15
+min for accuracy alone).
 
 The full set writes `benchmarks/results/*.json` and `docs/benchmarks.md` (+ PNGs
 in `docs/img/benchmarks/`). `--quick` and `--smoke` write to a temporary
 folder instead (printed at the start), so they never overwrite the
 published results; `--out DIR` puts the JSON in DIR and, unless `--docs` is
 given, the page in DIR/docs. Every benchmark saves its results as it goes;
-running the same command again skips what is finished (`--fresh` redoes it).
+running the same command again skips what is finished (`--fresh` redoes it),
+and `python benchmarks/report.py` renders the page from whatever is there.
 Run it on a quiet machine: other work on the CPU slows the timings.
 """
 
