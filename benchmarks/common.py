@@ -66,7 +66,7 @@ def cpu_info():
 def git_commit():
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", "describe", "--always", "--dirty"],
             cwd=REPO,
             capture_output=True,
             text=True,

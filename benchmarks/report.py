@@ -389,6 +389,7 @@ def _plot_accuracy(data, path):
                 accuracy[1:],
                 marker="o",
                 markersize=3,
+                linestyle=("-", "--", ":", "-.")[run["seed"] % 4],
                 color=colors.get(run["recipe"], "black"),
                 alpha=0.8,
                 label=f"{RECIPE_NAMES.get(run['recipe'], run['recipe'])} (seed {run['seed']})",
@@ -420,12 +421,9 @@ def _plot_accuracy(data, path):
         low = min(values)
         if goal and max(values) > 100 * goal - 2:
             low = max(low, 100 * goal - 2)  # zoom on the end that matters
-        axis.set_ylim(
-            max(low - 0.3, 0),
-            min(max(values) + 0.3, 100)
-            if goal is None
-            else max(min(max(values) + 0.3, 100), 100 * goal + 0.2),
-        )
+        high = max(max(values), 100 * goal if goal else 0)
+        pad = max(0.15, 0.04 * (high - low))
+        axis.set_ylim(max(low - pad, 0), min(high + pad, 100))
         axis.set_xlim(left=0)
         axis.grid(alpha=0.3)
         handles, labels = axis.get_legend_handles_labels()
