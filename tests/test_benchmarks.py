@@ -124,7 +124,7 @@ def test_smoke_run_writes_results_and_page_then_resumes(tmp_path):
 
 def test_run_rejects_unknown_parts_and_missing_data(tmp_path):
     result = _run(["--smoke", "--only", "speed", "--out", str(tmp_path)], tmp_path)
-    assert result.returncode == 2 and "throughput, accuracy, tuners" in result.stderr
+    assert result.returncode == 2 and "throughput, tuners, accuracy" in result.stderr
     result = _run(
         ["--smoke", "--data", str(tmp_path / "none.npz"), "--out", str(tmp_path)], tmp_path
     )
