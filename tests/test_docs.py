@@ -7,9 +7,12 @@
   first line holds `# skip-test` is not run (network or long training).
   A line `print(expr)  # text` checks that it prints exactly `text`; a
   comment starting with `~` is an approximate value and is not checked.
+  A block followed by a ```text block that starts with `SomeError: message`
+  must raise that error with that message (`...` stands for any text):
+  the FAQ shows the real messages.
 - `mkdocs build --strict` succeeds (skipped when mkdocs is not installed),
-  every page is in the navigation, and the command line page names every
-  option of every sub-command.
+  every page is in the navigation, and the command line page shows the
+  current `--help` of every sub-command.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
 FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+ERROR_BLOCK = re.compile(
+    r"\s*```text\n(?P<type>[A-Z]\w*(?:Error|Exception)): (?P<message>[^\n]*)\n"
+)
 CHECKED_PRINT = re.compile(r"^(?P<indent>\s*)print\((?P<expr>.+)\)\s+#\s(?P<expected>[^~].*?)\s*$")
 
 
@@ -72,14 +78,23 @@ def test_docstring_examples_run(module_name):
 
 # ---------------------------------------------------- Markdown code blocks
 def python_blocks(text):
-    """Returns the ```python blocks of a Markdown text, minus `# skip-test` ones."""
+    """The ```python blocks of a Markdown text, minus `# skip-test` ones.
+
+    Returns `(line, code, error)` tuples. `error` is `None`, or
+    `(type_name, message)` when the block is followed by a ```text block
+    whose first line is `SomeError: message`: the block must raise it.
+    """
     blocks = []
     for match in FENCE.finditer(text):
         code = match.group(1)
         first = code.lstrip().splitlines()[0] if code.strip() else ""
         if "skip-test" in first:
             continue
-        blocks.append((text.count("\n", 0, match.start()) + 1, code))
+        error = None
+        following = ERROR_BLOCK.match(text, match.end())
+        if following:
+            error = (following["type"], following["message"])
+        blocks.append((text.count("\n", 0, match.start()) + 1, code, error))
     return blocks
 
 
@@ -89,9 +104,8 @@ def with_print_checks(code):
     for line in code.splitlines():
         match = CHECKED_PRINT.match(line)
         if match:
-            line = (
-                f"{match['indent']}__check_print__({match['expr']}, expected={match['expected']!r})"
-            )
+            expected = repr(match["expected"])
+            line = f"{match['indent']}__check_print__({match['expr']}, expected={expected})"
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -100,6 +114,18 @@ def _check_print(*values, expected):
     printed = " ".join(str(value) for value in values)
     print(printed)
     assert printed == expected, f"printed {printed!r}, the page says {expected!r}"
+
+
+def _check_error(error, expected):
+    """`error` is of the page's type and holds its message (`...` = anything)."""
+    type_name, message = expected
+    assert type(error).__name__ == type_name, f"raised {error!r}, the page says {type_name}"
+    text, position = str(error), 0
+    for fragment in message.split("..."):
+        fragment = fragment.strip()
+        found = text.find(fragment, position)
+        assert found >= 0, f"the page says {fragment!r}, the error says {text!r}"
+        position = found + len(fragment)
 
 
 def _pages_with_code():
@@ -117,9 +143,20 @@ def test_print_check_rewriting():
         exec(with_print_checks("print(2 + 2)  # 5"), {"__check_print__": _check_print})
 
 
-def test_skip_marker_and_block_extraction():
-    text = "# t\n```python\nx = 1\n```\n\n```python\n# skip-test: network\ny = 2\n```\n"
-    assert python_blocks(text) == [(2, "x = 1\n")]
+def test_block_extraction_skip_marker_and_expected_errors():
+    text = (
+        "# t\n```python\nx = 1\n```\n\n```python\n# skip-test: network\ny = 2\n```\n"
+        "```python\nint('a')\n```\n\n```text\nValueError: invalid literal ...\n```\n"
+    )
+    assert python_blocks(text) == [
+        (2, "x = 1\n", None),
+        (10, "int('a')\n", ("ValueError", "invalid literal ...")),
+    ]
+    _check_error(ValueError("invalid literal for int()"), ("ValueError", "invalid literal ..."))
+    with pytest.raises(AssertionError):
+        _check_error(ValueError("other"), ("ValueError", "invalid literal ..."))
+    with pytest.raises(AssertionError):
+        _check_error(TypeError("invalid literal"), ("ValueError", "invalid literal"))
 
 
 @pytest.mark.parametrize("page", _pages_with_code(), ids=lambda p: p.name)
@@ -130,13 +167,17 @@ def test_page_code_runs(page, tmp_path, monkeypatch, without_xla):
     namespace = {"__name__": f"docs_{page.stem}", "__check_print__": _check_print}
     text = page.read_text(encoding="utf-8")
     try:
-        for line, code in python_blocks(text):
+        for line, code, error in python_blocks(text):
+            where = f"the code block at {page.name} line {line}"
+            compiled = compile(with_print_checks(code), f"{page.name}:{line}", "exec")
             try:
-                exec(compile(with_print_checks(code), f"{page.name}:{line}", "exec"), namespace)
-            except Exception as error:
-                raise AssertionError(
-                    f"the code block at {page.name} line {line} failed: {error!r}"
-                ) from error
+                exec(compiled, namespace)
+            except Exception as raised:
+                if error is None:
+                    raise AssertionError(f"{where} failed: {raised!r}") from raised
+                _check_error(raised, error)
+            else:
+                assert error is None, f"{where} should raise {error[0]}: {error[1]}"
     finally:
         keras.config.set_dtype_policy("float32")
         keras.backend.clear_session()
@@ -197,12 +238,29 @@ def test_site_builds_strict(tmp_path):
 
 
 def test_keras_example_sections_are_indented_for_griffe():
-    sys.path.insert(0, str(DOCS / "scripts"))
-    try:
-        from griffe_keras_docstrings import indent_examples
-    finally:
-        sys.path.pop(0)
+    indent_examples = _docs_script("griffe_keras_docstrings").indent_examples
     text = "Summary.\n\nExample:\n\n>>> 1 + 1\n2\n\nReturns:\n    x.\n"
     assert indent_examples(text) == (
         "Summary.\n\nExamples:\n\n    >>> 1 + 1\n    2\n\nReturns:\n    x."
     )
+
+
+def _docs_script(name):
+    sys.path.insert(0, str(DOCS / "scripts"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_command_line_page_shows_the_current_help():
+    cli_help = _docs_script("cli_help")
+    page = (DOCS / "cli.md").read_text(encoding="utf-8")
+    texts = cli_help.help_texts()
+    assert set(texts) >= {"", "train", "evaluate", "tune"}
+    for command, text in texts.items():
+        assert f"<!-- help: {command} -->" in page, f"docs/cli.md has no block for {command!r}"
+        assert text.strip() in page, (
+            f"the help of `nin-layers {command}` in docs/cli.md is out of date: "
+            "run python docs/scripts/cli_help.py"
+        )
