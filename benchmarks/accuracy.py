@@ -31,14 +31,15 @@ if __package__ in (None, ""):
 
 import numpy as np
 
+from benchmarks import report
 from benchmarks import tutorial_reference as tutorial
 from benchmarks.common import (
     add_common_arguments,
     log,
     machine_info,
-    mode_of,
     quiet_tensorflow,
     read_json,
+    resolve_paths,
     write_json,
 )
 
@@ -502,12 +503,13 @@ def main(argv=None):
     parser.add_argument("--only-seed", type=int, default=None, help="with --recipe: this seed")
     add_seed_arguments(parser)
     args = parser.parse_args(argv)
-    mode = mode_of(args)
+    mode, out, docs = resolve_paths(args)
     if args.recipe:
         settings = settings_for(mode, args.seeds, args.tutorial_seeds)
-        run_recipe(args.recipe, args.out, args.data, mode, args.fresh, settings, args.only_seed)
+        run_recipe(args.recipe, out, args.data, mode, args.fresh, settings, args.only_seed)
     else:
-        run(args.out, args.data, mode, args.fresh, args.seeds, args.tutorial_seeds)
+        run(out, args.data, mode, args.fresh, args.seeds, args.tutorial_seeds)
+        report.build(out, docs)
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -172,9 +173,31 @@ def add_common_arguments(parser):
         help=f"MNIST .npz in keras layout (default: {DEFAULT_DATA})",
     )
     parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="folder for benchmarks.md and img/ (default: docs/ when the results go to "
+        "benchmarks/results, else OUT/docs)",
+    )
+    parser.add_argument(
         "--fresh", action="store_true", help="ignore finished results and measure again"
     )
     return parser
+
+
+def resolve_paths(args):
+    """`(mode, results folder, docs folder)` of parsed common arguments.
+
+    `--quick` and `--smoke` without `--out` write to a temporary folder, so
+    they never overwrite the published results; the page goes to `docs/`
+    only for results in `benchmarks/results`.
+    """
+    mode = mode_of(args)
+    out = args.out
+    if mode != "full" and out == DEFAULT_RESULTS:
+        out = Path(tempfile.gettempdir()) / f"nin-layers-benchmarks-{mode}"
+    docs = args.docs or (DEFAULT_DOCS if out == DEFAULT_RESULTS else out / "docs")
+    return mode, out, docs
 
 
 def mode_of(args):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,14 +31,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.accuracy import add_seed_arguments
-from benchmarks.common import (
-    DEFAULT_DOCS,
-    DEFAULT_RESULTS,
-    add_common_arguments,
-    log,
-    mode_of,
-    quiet_tensorflow,
-)
+from benchmarks.common import add_common_arguments, log, quiet_tensorflow, resolve_paths
 
 # Tuners before accuracy: if a run is cut short, what is lost is the second
 # seed of the accuracy runs (they go seed by seed), not a whole benchmark.
@@ -70,20 +62,9 @@ def main(argv=None):
         default=list(PARTS),
         help=f"comma-separated benchmarks to run (default: {','.join(PARTS)})",
     )
-    parser.add_argument(
-        "--docs",
-        type=Path,
-        default=None,
-        help="folder for benchmarks.md and img/ (default: docs/ for the "
-        "full run into benchmarks/results, else OUT/docs)",
-    )
     add_seed_arguments(parser)
     args = parser.parse_args(argv)
-    mode = mode_of(args)
-    out = args.out
-    if mode != "full" and out == DEFAULT_RESULTS:
-        out = Path(tempfile.gettempdir()) / f"nin-layers-benchmarks-{mode}"
-    docs = args.docs or (DEFAULT_DOCS if out == DEFAULT_RESULTS else out / "docs")
+    mode, out, docs = resolve_paths(args)
     if not args.data.exists():
         parser.error(f"no MNIST file at {args.data} (pass --data PATH to a keras-layout .npz)")
     quiet_tensorflow()

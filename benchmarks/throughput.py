@@ -33,15 +33,15 @@ if __package__ in (None, ""):
 
 
 from benchmarks import flops as flops_lib
-from benchmarks import recipes
+from benchmarks import recipes, report
 from benchmarks import tutorial_reference as tutorial
 from benchmarks.common import (
     add_common_arguments,
     log,
     machine_info,
-    mode_of,
     quiet_tensorflow,
     read_json,
+    resolve_paths,
     write_json,
 )
 
@@ -316,7 +316,9 @@ def run(out, data_path, mode="full", fresh=False):
 def main(argv=None):
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     args = parser.parse_args(argv)
-    run(args.out, args.data, mode_of(args), args.fresh)
+    mode, out, docs = resolve_paths(args)
+    run(out, args.data, mode, args.fresh)
+    report.build(out, docs)
     return 0
 
 

@@ -30,15 +30,16 @@ if __package__ in (None, ""):
 
 import numpy as np
 
+from benchmarks import report
 from benchmarks import tutorial_reference as tutorial
 from benchmarks.common import (
     add_common_arguments,
     log,
     machine_info,
     memory_mib,
-    mode_of,
     quiet_tensorflow,
     read_json,
+    resolve_paths,
     write_json,
 )
 
@@ -281,10 +282,12 @@ def main(argv=None):
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--tuner", choices=TUNERS, help="run only this tuner, in-process")
     args = parser.parse_args(argv)
+    mode, out, docs = resolve_paths(args)
     if args.tuner:
-        run_tuner(args.tuner, args.out, args.data, mode_of(args))
+        run_tuner(args.tuner, out, args.data, mode)
     else:
-        run(args.out, args.data, mode_of(args), args.fresh)
+        run(out, args.data, mode, args.fresh)
+        report.build(out, docs)
     return 0
 
 
