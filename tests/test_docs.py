@@ -264,3 +264,42 @@ def test_command_line_page_shows_the_current_help():
             f"the help of `nin-layers {command}` in docs/cli.md is out of date: "
             "run python docs/scripts/cli_help.py"
         )
+
+
+# ----------------------------------------------------- docstring contents
+def _documented_objects():
+    """Everything the API reference shows, plus `nin_layers.__all__`."""
+    names = set()
+    for page in (DOCS / "api").glob("*.md"):
+        text = page.read_text(encoding="utf-8")
+        names |= set(re.findall(r"^::: ([\w.]+)\s*$", text, re.MULTILINE))
+    names |= {f"nin_layers.{name}" for name in nin_layers.__all__ if not name.startswith("_")}
+    # One entry per object, under the name of the module that defines it.
+    canonical = set()
+    for dotted in names:
+        obj = _resolve(dotted)
+        canonical.add(f"{obj.__module__}.{obj.__qualname__}")
+    return sorted(canonical)
+
+
+def _resolve(dotted):
+    module_name, _, attribute = dotted.rpartition(".")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+@pytest.mark.parametrize("dotted", _documented_objects())
+def test_public_docstring_has_args_and_runnable_example(dotted):
+    import inspect
+
+    obj = _resolve(dotted)
+    doc = inspect.getdoc(obj) or ""
+    assert doc.strip(), f"{dotted} has no docstring"
+    signature = inspect.signature(obj)
+    parameters = [
+        p
+        for p in signature.parameters.values()
+        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if parameters:
+        assert "Args:" in doc or "Attributes:" in doc, f"{dotted}: no Args section"
+    assert ">>>" in doc, f"{dotted}: no runnable example (>>> lines) in its docstring"
