@@ -206,7 +206,13 @@ class InterruptingHyperModel(AllConvNetHyperModel):
 
 @pytest.fixture(scope="module")
 def grid_baseline(data, tmp_path_factory):
-    return run_search(data, tmp_path_factory.mktemp("grid_baseline"), "grid")
+    registry = tuning._custom_gradient_registry()
+    before = set(registry)
+    tuner = run_search(data, tmp_path_factory.mktemp("grid_baseline"), "grid")
+    # Custom gradients registered while tracing the trials' train steps (each
+    # holds a whole graph) were released after each trial.
+    tuner.leftover_custom_gradients = set(registry) - before
+    return tuner
 
 
 def test_interrupted_search_resumes_to_the_same_results(data, tmp_path, grid_baseline):
@@ -362,6 +368,10 @@ def test_results_table_files_and_plot(grid_baseline, tmp_path):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     # The search recorded memory after each trial (used by memory_profile).
     assert len(grid_baseline.trial_rss_mib) == 3 and min(grid_baseline.trial_rss_mib) > 0
+
+
+def test_trials_release_their_traced_graphs(grid_baseline):
+    assert grid_baseline.leftover_custom_gradients == set()
 
 
 def test_executions_are_seeded_apart_and_their_spread_recorded(data, tmp_path):
