@@ -447,9 +447,12 @@ def tuners_section(data, image_dir, image_prefix):
         f"{settings['max_trials']} trials x {settings['epochs']} epochs for grid, random and "
         f"Bayesian search; Hyperband with `max_epochs={settings['epochs']}` runs its own "
         f"schedule, so the epochs each tuner really trained are shown. The best trial's model "
-        f"is evaluated on the test set. Memory: resident memory after each trial of "
-        f"`nin_layers.tuning.memory_profile` ({settings['memory_trials']} tiny trials), and "
-        f"the process's peak"
+        f"is evaluated on the test set. keras-tuner's Bayesian optimization starts with "
+        f"random trials (3 per hyperparameter by default), so on a small budget it behaves "
+        f"much like random search. Memory: resident memory after each trial of a search of "
+        f"{settings['memory_trials']} tiny trials (64 random 16x16 images, a two-block "
+        f"`AllConvNet`, widths 2 to 4096; Hyperband with `max_epochs=9` so that it has that "
+        f"many trials), and the process's peak"
         + (
             " (each tuner in its own process)."
             if settings.get("isolate")
