@@ -56,7 +56,7 @@ def tune_argv(npz, directory, *extra):
         "--tuner",
         "random",
         "--max-trials",
-        "3",
+        "2",
         "--epochs",
         "1",
         "--min-width",
@@ -243,16 +243,16 @@ def uninterrupted(npz, tmp_path_factory):
 def test_tune_prints_progress_table_and_best_width(uninterrupted):
     directory, lines = uninterrupted
     text = "\n".join(lines)
-    for number in (1, 2, 3):
-        assert f"Trial {number} of 3: bottleneck_width=" in text
-        assert f"Trial {number} of 3 done: val_accuracy " in text
+    for number in (1, 2):
+        assert f"Trial {number} of 2: bottleneck_width=" in text
+        assert f"Trial {number} of 2 done: val_accuracy " in text
     assert "best so far" in text
     header = next(line for line in lines if "parameters" in line and "width" in line)
     assert "val_accuracy (mean +- std)" in header and "epochs" in header and "seconds" in header
 
     project = directory / "bottleneck_width"
     rows = read_csv(project / "results.csv")
-    assert len(rows) == 3 and all(r["status"] == "COMPLETED" for r in rows)
+    assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows)
     payload = json.loads((project / "results.json").read_text())
     best = payload["best"]
     assert best["val_accuracy"] == max(float(r["val_accuracy"]) for r in rows)
@@ -271,7 +271,7 @@ def test_kill_9_then_same_command_resumes_to_the_same_table(npz, tmp_path, unint
     argv = tune_argv(npz, tmp_path)
     process = Process([sys.executable, "-m", "nin_layers", *argv])
     try:
-        process.wait_for_line(lambda line: line.startswith("Trial 2 of 3:"), timeout=150)
+        process.wait_for_line(lambda line: line.startswith("Trial 2 of 2:"), timeout=150)
         process.kill()
     finally:
         process.kill()
@@ -289,8 +289,8 @@ def test_kill_9_then_same_command_resumes_to_the_same_table(npz, tmp_path, unint
     output = buffer.getvalue()
     assert code == 0, output
     assert "1 finished trial(s) kept, re-running interrupted trial(s) 2" in output
-    assert "Trial 1 of 3:" not in output  # the finished trial is not re-run
-    assert "Trial 2 of 3:" in output and "Trial 3 of 3:" in output
+    assert "Trial 1 of 2:" not in output  # the finished trial is not re-run
+    assert "Trial 2 of 2:" in output and "Trial 2 of 2 done:" in output
 
     reference_dir, reference_lines = uninterrupted
     after = trial_metrics(tmp_path)

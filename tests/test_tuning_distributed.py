@@ -192,7 +192,7 @@ def test_chief_and_two_workers_run_every_trial_exactly_once(npz, tmp_path):
 
 
 def test_worker_killed_mid_trial_and_restarted_loses_no_trial(npz, tmp_path):
-    port, max_trials = free_port(), 3
+    port, max_trials = free_port(), 2
     argv = tune_argv(npz, tmp_path, max_trials)
     processes = []
     deadline = time.monotonic() + TIMEOUT
