@@ -248,6 +248,14 @@ def new_oracle(kind, directory, max_trials):
         oracle = keras_tuner.oracles.GridSearchOracle(
             objective="val_accuracy", max_trials=max_trials, seed=1
         )
+    elif kind == "hyperband":
+        oracle = keras_tuner.oracles.HyperbandOracle(
+            objective="val_accuracy", max_epochs=9, factor=3, seed=1
+        )
+    elif kind == "random":
+        oracle = keras_tuner.oracles.RandomSearchOracle(
+            objective="val_accuracy", max_trials=max_trials, seed=1
+        )
     else:
         oracle = tuning._ResumableBayesianOptimizationOracle(
             objective="val_accuracy", max_trials=max_trials, num_initial_points=2, seed=1
@@ -288,19 +296,24 @@ def widths(oracle):
 
 
 @pytest.mark.parametrize(
-    "kind, die_mid_trial", [("grid", False), ("grid", True), ("bayesian", True)]
+    "kind, die_mid_trial",
+    [("grid", False), ("grid", True), ("bayesian", True), ("hyperband", True), ("random", True)],
 )
 def test_oracle_resume_proposes_what_an_uninterrupted_search_does(kind, die_mid_trial, tmp_path):
-    total = 6 if kind == "grid" else 4
+    total = {"bayesian": 4, "hyperband": 20}.get(kind, 6)
     baseline = new_oracle(kind, tmp_path / "baseline", total)
     drive(baseline, total)
-    assert len(baseline.trials) == total
+    assert len(baseline.trials) == (16 if kind == "hyperband" else total)
 
     directory = tmp_path / "resumed"
     drive(new_oracle(kind, directory, total), 3, leave_last_running=die_mid_trial)
     resumed = reload_oracle(kind, directory, total)
     drive(resumed, total)
+    assert len(baseline.trials) > 3
     assert widths(resumed) == widths(baseline)
+    assert [resumed.trials[t].hyperparameters.values for t in sorted(resumed.trials)] == [
+        baseline.trials[t].hyperparameters.values for t in sorted(baseline.trials)
+    ]
     assert all(t.status == "COMPLETED" for t in resumed.trials.values())
 
 
