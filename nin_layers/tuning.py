@@ -967,6 +967,18 @@ def results_rows(tuner):
     Args:
         tuner: a tuner from `make_tuner` (not a worker's: a worker does not
             hold the trials).
+
+    Returns:
+        A list of dicts, one per trial.
+
+    Example:
+
+    >>> import tempfile
+    >>> hypermodel = AllConvNetHyperModel(input_shape=(8, 8, 1), filters=(4,))
+    >>> tuner = make_tuner(hypermodel, "random", directory=tempfile.mkdtemp(),
+    ...                    show_progress=False)
+    >>> results_rows(tuner)  # no trial has run yet
+    []
     """
     oracle = tuner.oracle
     if not hasattr(oracle, "trials"):
@@ -1073,6 +1085,30 @@ def format_results_table(rows, objective="val_accuracy", best=None):
     The best trial is marked with `*`. Columns: trial, the hyperparameters,
     parameters, the objective's mean and spread over executions, epochs and
     seconds.
+
+    Args:
+        rows: `results_rows(tuner)`.
+        objective: the objective's name. Defaults to `"val_accuracy"`.
+        best: optional best row (`best_row(tuner)`), marked with `*`.
+
+    Returns:
+        A string.
+
+    Example:
+
+    >>> rows = [
+    ...     {"trial": 1, "bottleneck_width": 8, "parameters": 57_354,
+    ...      "val_accuracy": 0.91, "val_accuracy_std": 0.01, "epochs": 3,
+    ...      "seconds": 12.5, "status": "COMPLETED"},
+    ...     {"trial": 2, "bottleneck_width": 128, "parameters": 65_354,
+    ...      "val_accuracy": 0.95, "val_accuracy_std": 0.005, "epochs": 3,
+    ...      "seconds": 14.0, "status": "COMPLETED"},
+    ... ]
+    >>> print(format_results_table(rows, best=rows[1]))
+       trial  width  parameters  val_accuracy (mean +- std)  epochs  seconds
+    -  -----  -----  ----------  --------------------------  ------  -------
+           1      8      57,354            0.9100 +- 0.0100       3     12.5
+    *      2    128      65,354            0.9500 +- 0.0050       3     14.0
     """
     if not rows:
         return "(no trials)"
@@ -1134,6 +1170,20 @@ def plot_results(rows, path, objective="val_accuracy", best=None):
 
     Returns:
         `path`.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> rows = [
+    ...     {"trial": 1, "bottleneck_width": 8, "parameters": 57_354,
+    ...      "val_accuracy": 0.91, "val_accuracy_std": 0.01, "epochs": 3},
+    ...     {"trial": 2, "bottleneck_width": 128, "parameters": 65_354,
+    ...      "val_accuracy": 0.95, "val_accuracy_std": 0.005, "epochs": 3},
+    ... ]
+    >>> path = plot_results(rows, os.path.join(tempfile.mkdtemp(), "widths.png"),
+    ...                     best=rows[1])
+    >>> open(path, "rb").read(4)
+    b'\x89PNG'
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -1212,8 +1262,26 @@ def plot_results(rows, path, objective="val_accuracy", best=None):
 def write_results(rows, output_dir, objective="val_accuracy", best=None, settings=None):
     """Writes `results.csv`, `results.json` and `results.png` in `output_dir`.
 
+    Args:
+        rows: `results_rows(tuner)`.
+        output_dir: the folder to write to (created if needed).
+        objective: the objective's name. Defaults to `"val_accuracy"`.
+        best: optional best row, also saved in the JSON file.
+        settings: optional dict saved in the JSON file (e.g. the command
+            line's settings).
+
     Returns:
         A dict `{"csv": path, "json": path, "png": path}`.
+
+    Example:
+
+    >>> import tempfile
+    >>> rows = [{"trial": 1, "bottleneck_width": 8, "parameters": 57_354,
+    ...          "val_accuracy": 0.91, "val_accuracy_std": 0.0, "epochs": 3,
+    ...          "seconds": 12.5, "status": "COMPLETED"}]
+    >>> paths = write_results(rows, tempfile.mkdtemp(), best=rows[0])
+    >>> print(open(paths["csv"]).read().splitlines()[0])
+    trial,bottleneck_width,parameters,val_accuracy,val_accuracy_std,epochs,seconds,status
     """
     os.makedirs(output_dir, exist_ok=True)
     paths = {
@@ -1245,6 +1313,13 @@ class SearchResult:
         rows: `results_rows(tuner)`, one dict per trial (empty on a worker).
         best: the best row, or `None` (none completed, or on a worker).
         trials_run_here: ids of the trials this process ran.
+
+    Example:
+
+    >>> result = SearchResult(tuner=None, rows=[], best={"bottleneck_width": 64},
+    ...                       trials_run_here=[])
+    >>> result.best_width
+    64
     """
 
     tuner: object
