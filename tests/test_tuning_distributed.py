@@ -202,7 +202,8 @@ def test_worker_killed_mid_trial_and_restarted_loses_no_trial(npz, tmp_path):
         processes += [chief, victim]
         started = victim.wait_for_line(STARTED, deadline)
         victim.kill()  # kill -9 in the middle of its trial
-        assert not victim.finished()
+        assert victim.wait(deadline) == -signal.SIGKILL
+        assert not victim.finished()  # it was killed before finishing the trial
 
         restarted = Process(argv, "worker0", port, use_flags=True)
         processes.append(restarted)
