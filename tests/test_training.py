@@ -207,3 +207,13 @@ def test_evaluate_matches_a_direct_computation():
             np.mean(predicted[members] == label)
         )
     assert np.asarray(result["confusion_matrix"]).sum() == 40
+
+
+def test_cam_figure_shows_every_class_and_some_mistakes():
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    predicted = np.array([0, 1, 1, 0, 2, 2, 0, 1])  # indices 2 and 4 are wrong
+    chosen = training._spread_indices(labels, predicted, 6)
+    assert len(chosen) == len(set(chosen.tolist())) == 6
+    assert {2, 4} <= set(chosen.tolist())
+    assert set(labels[chosen].tolist()) == {0, 1, 2}
+    assert len(training._spread_indices(labels, labels, 20)) == 8
