@@ -284,6 +284,34 @@ def _learning_rate_schedule(peak, steps_per_epoch, epochs):
     )
 
 
+def compile_model(model, steps_per_epoch, epochs, learning_rate=DEFAULT_LEARNING_RATE):
+    """Compiles `model` with the default recipe's optimizer, loss and metric.
+
+    Adam with a linear warm-up over the first epoch (from a tenth of
+    `learning_rate`) then cosine decay to zero at the end of `epochs`;
+    sparse categorical cross-entropy; accuracy.
+
+    Args:
+        model: a `keras.Model` that outputs class probabilities.
+        steps_per_epoch: int, batches per epoch.
+        epochs: int, the planned number of epochs.
+        learning_rate: float, the peak learning rate. Defaults to `3e-3`.
+
+    Returns:
+        `model`, compiled.
+    """
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            _learning_rate_schedule(float(learning_rate), steps_per_epoch, epochs)
+        ),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
 def build_model(dataset, head="reshape", bottleneck_width=128, precision="float32"):
     """Builds the `AllConvNet` for a `Dataset` under a dtype policy."""
     import keras
@@ -421,13 +449,7 @@ def train(
         tf.config.experimental.enable_op_determinism()
     model = build_model(data, head, bottleneck_width, policy)
     steps_per_epoch = -(-len(data.x_train) // batch_size)
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            _learning_rate_schedule(float(learning_rate), steps_per_epoch, epochs)
-        ),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    compile_model(model, steps_per_epoch, epochs, learning_rate)
 
     EpochCounter, ResumableBackup, PauseAfterEpoch = _callbacks()
     epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
