@@ -1531,7 +1531,9 @@ def memory_profile(num_trials=20, *, tuner="random", image_size=16, num_images=6
             hypermodel,
             tuner,
             max_trials=num_trials,
-            epochs=1,
+            # Hyperband takes `epochs` as its max_epochs: with 1 it would
+            # schedule a single trial, so give it room for many brackets.
+            epochs=9 if tuner == "hyperband" else 1,
             seed=seed,
             directory=directory,
             overwrite=True,
