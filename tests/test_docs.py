@@ -41,23 +41,6 @@ ERROR_BLOCK = re.compile(
 CHECKED_PRINT = re.compile(r"^(?P<indent>\s*)print\((?P<expr>.+)\)\s+#\s(?P<expected>[^~].*?)\s*$")
 
 
-@pytest.fixture
-def without_xla(monkeypatch):
-    """Compiles models without XLA, as `jit_compile=False` would.
-
-    Keras turns XLA on by default (`jit_compile="auto"`), also on CPUs, where
-    compiling takes longer than these one-epoch runs themselves (a small
-    Sequential model: 23 s with XLA, 5 s without). The code under test is
-    unchanged; only Keras' default choice is patched, for this test only.
-    """
-    try:
-        from keras.src.trainers import trainer
-    except ImportError:  # another Keras layout: keep its default
-        return
-    if hasattr(trainer, "model_supports_jit"):
-        monkeypatch.setattr(trainer, "model_supports_jit", lambda model: False)
-
-
 # ---------------------------------------------------------------- doctests
 def _modules():
     return sorted(
@@ -160,7 +143,7 @@ def test_block_extraction_skip_marker_and_expected_errors():
 
 
 @pytest.mark.parametrize("page", _pages_with_code(), ids=lambda p: p.name)
-def test_page_code_runs(page, tmp_path, monkeypatch, without_xla):
+def test_page_code_runs(page, tmp_path, monkeypatch):
     import keras
 
     monkeypatch.chdir(tmp_path)

@@ -15,23 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 
-@pytest.fixture
-def without_xla(monkeypatch):
-    """Compiles models without XLA, as `jit_compile=False` would.
-
-    Keras turns XLA on by default (`jit_compile="auto"`), also on CPUs, where
-    compiling takes longer than these one-epoch runs themselves (a small
-    Sequential model: 23 s with XLA, 5 s without). The code under test is
-    unchanged; only Keras' default choice is patched, for this test only.
-    """
-    try:
-        from keras.src.trainers import trainer
-    except ImportError:  # another Keras layout: keep its default
-        return
-    if hasattr(trainer, "model_supports_jit"):
-        monkeypatch.setattr(trainer, "model_supports_jit", lambda model: False)
-
-
 def _smoke_flag(source):
     # tune_custom_backbone.py calls its tiny mode --tiny.
     return "--smoke" if '"--smoke"' in source else "--tiny"
@@ -50,7 +33,7 @@ def test_there_are_examples():
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.name)
-def test_example_runs_on_tiny_data(script, tmp_path, monkeypatch, capsys, without_xla):
+def test_example_runs_on_tiny_data(script, tmp_path, monkeypatch, capsys):
     import keras
 
     source = script.read_text(encoding="utf-8")
