@@ -84,6 +84,13 @@ class Dataset:
         name: str, what was loaded (e.g. `"mnist_sample"` after a fallback).
         class_names: list of str, one per class.
         source: str, where the data came from (a file path or a description).
+
+    Example:
+
+    >>> from nin_layers import load_dataset
+    >>> data = load_dataset("digits")
+    >>> data.summary()
+    'digits: 1438 training and 359 test images of shape (8, 8, 1), 10 classes'
     """
 
     x_train: np.ndarray
