@@ -119,9 +119,10 @@ def throughput_section(data, image_dir, image_prefix):
         f"`jit_compile='auto'` is off on CPU). GFLOP/s = images/s x FLOPs per image counted "
         f"from the layers (below). Configuration (c) is assembled from `nin_layers.training`'s "
         f"own pieces (`build_model`, its optimizer and learning-rate schedule, "
-        f"`nin_layers.data.make_tf_dataset`, `resolve_precision('auto')`); `train()` also turns "
-        f"on TensorFlow's op determinism, which cannot be turned off in a process, so its "
-        f"end-to-end speed is the accuracy runs' (the targets table shows both).",
+        f"`nin_layers.data.make_tf_dataset`, `resolve_precision('auto')`); `train()` itself "
+        f"(which also turns on TensorFlow's op determinism in float32 while it trains) runs "
+        f"in the accuracy benchmark, so its end-to-end speed is the accuracy runs' (the "
+        f"targets table shows both).",
         "",
     ]
     rows, skipped = [], []
