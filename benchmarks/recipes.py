@@ -30,8 +30,9 @@ class RecipeUnavailable(RuntimeError):
 class Runner:
     """Times training and inference passes of one compiled model."""
 
-    def __init__(self, model, batch_size, pipeline, x, y, info):
+    def __init__(self, model, batch_size, pipeline, x, y, info, random_shift=0):
         self.model = model
+        self.random_shift = int(random_shift)
         self.batch_size = int(batch_size)
         self.pipeline = pipeline
         self.x = x if pipeline == "numpy" else np.asarray(x, dtype="float32")
@@ -48,7 +49,12 @@ class Runner:
             from nin_layers.data import make_tf_dataset
 
             self._datasets[key] = make_tf_dataset(
-                self.x[:n], self.y[:n], self.batch_size, shuffle=shuffle, seed=0
+                self.x[:n],
+                self.y[:n],
+                self.batch_size,
+                shuffle=shuffle,
+                seed=0,
+                random_shift=self.random_shift if shuffle else 0,
             )
         return self._datasets[key]
 
@@ -91,7 +97,11 @@ def _default_runner(head, x, y):
     import keras
 
     precision = training.resolve_precision("auto")
-    batch_size = training.DEFAULT_BATCH_SIZE
+    batch_size = (
+        training.default_batch_size(60000)  # full MNIST, as in the accuracy runs
+        if hasattr(training, "default_batch_size")
+        else training.DEFAULT_BATCH_SIZE
+    )
     x32 = np.asarray(x, dtype="float32")
     data = Dataset(
         x_train=x32,
@@ -132,7 +142,9 @@ def _default_runner(head, x, y):
         "optimizer": "Adam, warm-up then cosine decay, peak learning rate "
         f"{training.DEFAULT_LEARNING_RATE:g}",
     }
-    return Runner(model, batch_size, "tf.data", x32, y, info)
+    random_shift = getattr(training, "DEFAULT_RANDOM_SHIFT", 0)
+    info["random_shift"] = random_shift
+    return Runner(model, batch_size, "tf.data", x32, y, info, random_shift=random_shift)
 
 
 def make_runner(config, x, y):

@@ -624,7 +624,7 @@ def _finish(raw, validation_split, seed, limit, num_classes):
 
 
 # ------------------------------------------------------------- tf.data
-def make_tf_dataset(x, y, batch_size, shuffle=False, seed=0, epoch=None):
+def make_tf_dataset(x, y, batch_size, shuffle=False, seed=0, epoch=None, random_shift=0):
     """Builds a `tf.data` pipeline of `(images, labels)` batches.
 
     The arrays are held in memory as tensors (cached), batches are gathered
@@ -636,6 +636,13 @@ def make_tf_dataset(x, y, batch_size, shuffle=False, seed=0, epoch=None):
     `nin_layers.training.EpochCounter`), otherwise the order changes with
     each new iterator from a seeded generator.
 
+    With `random_shift=k > 0` (and `shuffle=True`) every training image is
+    moved by a random whole number of pixels in `[-k, k]`, vertically and
+    horizontally, the uncovered border filled with zeros: a cheap
+    augmentation that keeps the image size. The shifts are drawn, like the
+    order, from `seed`, the epoch number and the batch index, so a resumed
+    run sees the same shifted images.
+
     Args:
         x: array `(N, ...)` of inputs.
         y: array `(N,)` of labels.
@@ -644,6 +651,9 @@ def make_tf_dataset(x, y, batch_size, shuffle=False, seed=0, epoch=None):
         seed: int, the shuffle seed. Defaults to `0`.
         epoch: `None` or an int64 scalar `tf.Variable` holding the current
             epoch. Defaults to `None`.
+        random_shift: int >= 0, the largest shift in pixels of the training
+            images (`x` of rank 3 `(N, H, W)` or 4 `(N, H, W, C)`); only
+            with `shuffle=True`. `0` turns it off. Defaults to `0`.
 
     Returns:
         A `tf.data.Dataset` of `ceil(N / batch_size)` batches.
@@ -667,6 +677,18 @@ def make_tf_dataset(x, y, batch_size, shuffle=False, seed=0, epoch=None):
         raise ValueError(
             f"x and y must have the same length. Received: len(x)={len(x)}, len(y)={len(y)}"
         )
+    if isinstance(random_shift, bool) or not isinstance(random_shift, int) or random_shift < 0:
+        raise ValueError(
+            "Received an invalid value for argument `random_shift`, expected an "
+            f"integer >= 0. Received: random_shift={random_shift!r}"
+        )
+    if random_shift and (not shuffle or np.ndim(x) not in (3, 4)):
+        raise ValueError(
+            "Received an invalid value for argument `random_shift`, expected 0 "
+            "unless `shuffle=True` and `x` holds images of shape (N, H, W) or "
+            f"(N, H, W, C). Received: random_shift={random_shift}, "
+            f"shuffle={shuffle}, x.shape={np.shape(x)}"
+        )
     count = len(x)
     batches = -(-count // batch_size)
     if not shuffle:
@@ -680,23 +702,66 @@ def make_tf_dataset(x, y, batch_size, shuffle=False, seed=0, epoch=None):
         generator = tf.random.Generator.from_seed(seed)
 
         def order(_):
-            return tf.argsort(generator.uniform([count]))
+            return tf.zeros([2], tf.int64), tf.argsort(generator.uniform([count]))
+
+        def offsets(_key, _batch, size):
+            return generator.uniform([2, size], 0, 2 * random_shift + 1, dtype=tf.int32)
 
     else:
 
         def order(_):
-            pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch.read_value(), tf.int64)])
-            return tf.argsort(tf.random.stateless_uniform([count], seed=pair))
+            # One key per epoch, read once when the epoch's iterator starts.
+            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch.read_value(), tf.int64)])
+            return key, tf.argsort(tf.random.stateless_uniform([count], seed=key))
+
+        def offsets(key, batch, size):
+            # Each batch folds its index into the epoch's key: a stream of its own.
+            return tf.random.stateless_uniform(
+                [2, size],
+                seed=tf.random.experimental.stateless_fold_in(key, batch),
+                minval=0,
+                maxval=2 * random_shift + 1,
+                dtype=tf.int32,
+            )
+
+    def batch_indices(key, indices):
+        return tf.data.Dataset.range(batches).map(
+            lambda b: (key, b, indices[b * batch_size : tf.minimum((b + 1) * batch_size, count)])
+        )
+
+    def gather(key, batch, index):
+        batch_images = tf.gather(images, index)
+        if random_shift:
+            moves = offsets(key, batch, tf.size(index))
+            batch_images = _shift_images(batch_images, moves, random_shift)
+        return batch_images, tf.gather(labels, index)
 
     dataset = (
         tf.data.Dataset.range(1)
         .map(order)
-        .flat_map(
-            lambda indices: tf.data.Dataset.range(batches).map(
-                lambda b: indices[b * batch_size : tf.minimum((b + 1) * batch_size, count)]
-            )
-        )
-        .map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
+        .flat_map(batch_indices)
+        .map(gather, num_parallel_calls=None if epoch is None else tf.data.AUTOTUNE)
         .apply(tf.data.experimental.assert_cardinality(batches))
     )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # tf.data's autotuner competes with training for the CPU: on 2 cores it
+    # made whole epochs 25-45% slower at random (measured, bfloat16 AMX).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _shift_images(images, offsets, shift):
+    """Moves each image of a batch by `offsets - shift` pixels (zero fill).
+
+    `offsets` is an int32 `(2, batch)` tensor of row and column offsets in
+    `[0, 2 * shift]` into the zero-padded images.
+    """
+    import tensorflow as tf
+
+    height, width = images.shape[1], images.shape[2]
+    padding = [[0, 0], [shift, shift], [shift, shift]] + [[0, 0]] * (images.shape.rank - 3)
+    padded = tf.pad(images, padding)
+    rows = offsets[0][:, None] + tf.range(height)[None, :]
+    columns = offsets[1][:, None] + tf.range(width)[None, :]
+    moved = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(moved, columns, axis=2, batch_dims=1)

@@ -6,13 +6,16 @@ and (with `out_dir`) saves the model, its history and PNG reports. An
 interrupted run resumes from its last completed epoch when it is started
 again with the same settings and output folder.
 
-The default recipe (measured on MNIST, 2 CPU cores): batch size 128 from a
-`tf.data` pipeline held in memory, Adam with one epoch of linear warm-up to a
-peak learning rate of 3e-3 and cosine decay to zero.
+The default recipe (measured on full MNIST, 2 CPU cores with AMX): batches of
+256 (128 for small datasets, see `default_batch_size`) from a `tf.data`
+pipeline held in memory, each training image moved by up to 2 pixels,
+Adam with one epoch of linear warm-up to a peak learning rate of 8e-3 and
+cosine decay to zero, mixed bfloat16 where the CPU supports it.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
@@ -28,8 +31,11 @@ from nin_layers.data import Dataset, load_dataset, make_tf_dataset
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 HEADS = ("reshape", "gap")
-DEFAULT_BATCH_SIZE = 128
-DEFAULT_LEARNING_RATE = 3e-3
+DEFAULT_BATCH_SIZE = 256
+SMALL_DATA_BATCH_SIZE = 128
+MIN_STEPS_PER_EPOCH = 100
+DEFAULT_LEARNING_RATE = 8e-3
+DEFAULT_RANDOM_SHIFT = 2
 # Test hook: after this many completed (and backed-up) epochs the run prints
 # a marker line and waits, so a test can kill it at a known point.
 PAUSE_ENV = "NIN_LAYERS_PAUSE_AFTER_EPOCH"
@@ -221,6 +227,32 @@ class TrainResult:
         )
 
 
+def default_batch_size(train_images):
+    """The batch size `batch_size="auto"` picks for a training split.
+
+    256 when that still gives at least 100 steps per epoch, else 128. Measured
+    on 2 CPU cores (bfloat16, AMX): batches of 256 train full MNIST about 15%
+    faster per image than 128 at the same test accuracy, while on the
+    4,000-image `mnist_sample` they cost a point of accuracy (96.8% against
+    97.8% after 10 epochs), having half as many steps.
+
+    Args:
+        train_images: int, the number of training images.
+
+    Returns:
+        An int, 256 or 128.
+
+    Example:
+
+    >>> from nin_layers.training import default_batch_size
+    >>> default_batch_size(60_000), default_batch_size(4_000)
+    (256, 128)
+    """
+    if train_images >= DEFAULT_BATCH_SIZE * MIN_STEPS_PER_EPOCH:
+        return DEFAULT_BATCH_SIZE
+    return SMALL_DATA_BATCH_SIZE
+
+
 # -------------------------------------------------------------- evaluation
 def evaluate(model, x, y, batch_size=DEFAULT_BATCH_SIZE, num_classes=None):
     """Test accuracy, loss, per-class accuracy and confusion matrix of a model.
@@ -230,7 +262,7 @@ def evaluate(model, x, y, batch_size=DEFAULT_BATCH_SIZE, num_classes=None):
             turned into probabilities with a softmax).
         x: images `(N, H, W, C)`.
         y: int labels `(N,)`.
-        batch_size: int. Defaults to `128`.
+        batch_size: int. Defaults to `256`.
         num_classes: int; defaults to the model's output width.
 
     Returns:
@@ -303,7 +335,7 @@ def compile_model(model, steps_per_epoch, epochs, learning_rate=DEFAULT_LEARNING
         model: a `keras.Model` that outputs class probabilities.
         steps_per_epoch: int, batches per epoch.
         epochs: int, the planned number of epochs.
-        learning_rate: float, the peak learning rate. Defaults to `3e-3`.
+        learning_rate: float, the peak learning rate. Defaults to `8e-3`.
 
     Returns:
         `model`, compiled.
@@ -339,11 +371,12 @@ def build_model(dataset, head="reshape", bottleneck_width=128, precision="float3
         keras.config.set_dtype_policy(previous)
 
 
-def _check_int(name, value, minimum=1):
+def _check_int(name, value, minimum=1, expected=None):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = expected or f"an integer >= {minimum}"
         raise ValueError(
-            f"Received an invalid value for argument `{name}`, expected an integer "
-            f">= {minimum}. Received: {name}={value!r}"
+            f"Received an invalid value for argument `{name}`, expected {expected}. "
+            f"Received: {name}={value!r}"
         )
     return value
 
@@ -373,8 +406,9 @@ def train(
     head="reshape",
     bottleneck_width=128,
     epochs=10,
-    batch_size=DEFAULT_BATCH_SIZE,
+    batch_size="auto",
     learning_rate=DEFAULT_LEARNING_RATE,
+    random_shift=DEFAULT_RANDOM_SHIFT,
     precision="auto",
     out_dir=None,
     seed=0,
@@ -405,8 +439,12 @@ def train(
         bottleneck_width: int, the reshape head's 1x1 bottleneck width.
             Defaults to `128`.
         epochs: int >= 1. Defaults to `10`.
-        batch_size: int >= 1. Defaults to `128`.
-        learning_rate: float > 0, the peak learning rate. Defaults to `3e-3`.
+        batch_size: int >= 1, or `"auto"` for `default_batch_size` of the
+            training split (256 on full MNIST). Defaults to `"auto"`.
+        learning_rate: float > 0, the peak learning rate. Defaults to `8e-3`.
+        random_shift: int >= 0, training images are moved by up to this many
+            pixels each way, anew every epoch (see `make_tf_dataset`); `0`
+            turns it off. Defaults to `2`.
         precision: `"auto"`, `"float32"`, `"mixed_bfloat16"` or
             `"mixed_float16"`. Defaults to `"auto"`.
         out_dir: `None` (save nothing) or a folder for the model and reports.
@@ -447,8 +485,10 @@ def train(
         )
     _check_int("bottleneck_width", bottleneck_width)
     _check_int("epochs", epochs)
-    _check_int("batch_size", batch_size)
+    if batch_size != "auto":
+        _check_int("batch_size", batch_size, expected="an integer >= 1 or 'auto'")
     _check_int("seed", seed, minimum=0)
+    _check_int("random_shift", random_shift, minimum=0)
     _check_int("reports_images", reports_images, minimum=0)
     if (
         isinstance(learning_rate, bool)
@@ -467,9 +507,18 @@ def train(
         data = dataset
     else:
         data = load_dataset(dataset, validation_split=validation_split, seed=seed, limit=limit)
+    auto_batch = batch_size == "auto"
+    if auto_batch:
+        batch_size = default_batch_size(len(data.x_train))
     if verbose:
         print(f"Data: {data.summary()}", flush=True)
         print(f"Precision: {policy} ({_precision_reason(precision, policy)})", flush=True)
+        print(
+            f"Recipe: batch size {batch_size}{' (auto)' if auto_batch else ''}, Adam to "
+            f"learning rate {learning_rate:g} then cosine decay, random shifts of up "
+            f"to {random_shift} px",
+            flush=True,
+        )
 
     keras.utils.set_random_seed(seed)
     with _deterministic_ops(policy == "float32"):
@@ -480,7 +529,13 @@ def train(
         EpochCounter, ResumableBackup, PauseAfterEpoch = _callbacks()
         epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)
         train_data = make_tf_dataset(
-            data.x_train, data.y_train, batch_size, shuffle=True, seed=seed, epoch=epoch_variable
+            data.x_train,
+            data.y_train,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            epoch=epoch_variable,
+            random_shift=random_shift,
         )
         validation = None
         if data.x_val is not None:
@@ -496,6 +551,7 @@ def train(
             "epochs": epochs,
             "batch_size": batch_size,
             "learning_rate": float(learning_rate),
+            "random_shift": random_shift,
             "precision": policy,
             "seed": seed,
             "limit": limit,
@@ -635,13 +691,27 @@ def add_train_arguments(parser):
         "--bottleneck-width", type=int, default=128, help="reshape head width (default: 128)"
     )
     parser.add_argument("--epochs", type=int, default=10, help="default: 10")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="default: 128")
+    parser.add_argument(
+        "--batch-size",
+        type=_batch_size_argument,
+        default="auto",
+        help=f"an integer, or auto: {DEFAULT_BATCH_SIZE} when that gives at least "
+        f"{MIN_STEPS_PER_EPOCH} steps per epoch, else {SMALL_DATA_BATCH_SIZE} "
+        "(default: auto)",
+    )
     parser.add_argument(
         "--learning-rate",
         type=float,
         default=DEFAULT_LEARNING_RATE,
         help="peak Adam learning rate after a one-epoch warm-up, then cosine "
-        "decay (default: 0.003)",
+        f"decay (default: {DEFAULT_LEARNING_RATE:g})",
+    )
+    parser.add_argument(
+        "--random-shift",
+        type=int,
+        default=DEFAULT_RANDOM_SHIFT,
+        help="move each training image by up to N pixels each way, drawn anew "
+        f"every epoch; 0 turns it off (default: {DEFAULT_RANDOM_SHIFT})",
     )
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="default: auto")
     parser.add_argument(
@@ -664,6 +734,17 @@ def add_train_arguments(parser):
     return parser
 
 
+def _batch_size_argument(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer or 'auto'. Received: {text!r}"
+        ) from None
+
+
 def _default_out_dir(dataset, head):
     base = os.path.basename(os.path.normpath(dataset))
     stem = os.path.splitext(base)[0] or "data"
@@ -681,6 +762,7 @@ def run_train_command(args):
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        random_shift=args.random_shift,
         precision=args.precision,
         out_dir=out_dir,
         seed=args.seed,

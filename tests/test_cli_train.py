@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nin_layers.cli import main
-from nin_layers.training import PAUSE_ENV, PAUSE_MARKER
+from nin_layers.training import PAUSE_ENV, PAUSE_MARKER, resolve_precision
 
 ARGS = [
     "--epochs", "3", "--batch-size", "16", "--learning-rate", "0.01",
@@ -69,9 +69,11 @@ def test_train_command_prints_one_summary_line(tmp_path, capsys):
     summary = [line for line in out.splitlines() if line.startswith("test accuracy")]
     assert len(summary) == 1
     assert "test loss" in summary[0] and "wall time" in summary[0]
-    assert "images/s" in summary[0] and "precision float32" in summary[0]
+    auto = resolve_precision("auto")  # float32 without bfloat16 hardware or a GPU
+    assert "images/s" in summary[0] and f"precision {auto}" in summary[0]
     assert "Data: small: 16 training and 8 test images" in out
-    assert "Precision: float32" in out
+    assert f"Precision: {auto} (auto: " in out
+    assert "Recipe: batch size 8, Adam to learning rate 0.008" in out
     assert f"Saved the model and reports to {tmp_path / 'o'}" in out
 
 

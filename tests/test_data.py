@@ -285,3 +285,66 @@ def test_pipeline_rejects_bad_batch_size_and_lengths():
         make_tf_dataset(np.zeros((4, 2)), np.zeros(4), 0)
     with pytest.raises(ValueError, match="same length"):
         make_tf_dataset(np.zeros((4, 2)), np.zeros(3), 2)
+
+
+def one_bright_pixel_images(count, size=7):
+    """`count` images, each black but for one pixel in the centre worth its index + 1."""
+    x = np.zeros((count, size, size, 1), dtype="uint8")
+    x[:, size // 2, size // 2, 0] = np.arange(1, count + 1)
+    return x
+
+
+def pixel_moves(dataset, size=7):
+    """{label: (row shift, column shift)} of one pass over the pipeline."""
+    moves = {}
+    for images, labels in dataset:
+        for image, label in zip(images.numpy(), labels.numpy(), strict=True):
+            ((row, column),) = np.argwhere(image[..., 0])
+            assert image[row, column, 0] == label + 1  # the image kept its label
+            moves[int(label)] = (int(row) - size // 2, int(column) - size // 2)
+    return moves
+
+
+def test_random_shift_moves_images_within_range_and_is_replayable():
+    import tensorflow as tf
+
+    x = one_bright_pixel_images(60)
+    y = np.arange(60)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    dataset = make_tf_dataset(x, y, 16, shuffle=True, seed=3, epoch=epoch, random_shift=2)
+    first = pixel_moves(dataset)
+    assert sorted(first) == list(range(60))
+    shifts = np.array(list(first.values()))
+    assert shifts.min() == -2 and shifts.max() == 2  # the whole range is used...
+    assert len(set(map(tuple, shifts))) > 10  # ...in both directions
+    assert pixel_moves(dataset) == first  # same epoch, same shifts
+    epoch.assign(1)
+    second = pixel_moves(dataset)
+    assert second != first
+    # A new pipeline (a resumed run) at epoch 1 shifts the same way.
+    fresh = make_tf_dataset(
+        x, y, 16, shuffle=True, seed=3, epoch=tf.Variable(1, dtype=tf.int64), random_shift=2
+    )
+    assert pixel_moves(fresh) == second
+
+
+def test_random_shift_fills_with_zeros_and_keeps_shape_for_rank_3_images():
+    x = np.ones((8, 5, 5), dtype="float32")
+    dataset = make_tf_dataset(x, np.arange(8), 8, shuffle=True, seed=0, random_shift=1)
+    images = next(iter(dataset))[0].numpy()
+    assert images.shape == (8, 5, 5)
+    assert set(np.unique(images)) <= {0.0, 1.0}
+    # Every image keeps a 4x4 block of ones; a moved one loses a row or column.
+    assert (images.sum(axis=(1, 2)) >= 16).all()
+    assert (images.sum(axis=(1, 2)) < 25).any()
+
+
+def test_pipeline_rejects_bad_random_shift():
+    x = np.zeros((4, 5, 5, 1))
+    for value in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=r"argument `random_shift`.*Received: random_shift="):
+            make_tf_dataset(x, np.zeros(4), 2, shuffle=True, random_shift=value)
+    with pytest.raises(ValueError, match=r"shuffle=False"):
+        make_tf_dataset(x, np.zeros(4), 2, random_shift=1)
+    with pytest.raises(ValueError, match=r"x.shape=\(4, 25\)"):
+        make_tf_dataset(np.zeros((4, 25)), np.zeros(4), 2, shuffle=True, random_shift=1)

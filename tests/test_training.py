@@ -172,6 +172,7 @@ def test_gap_head_and_validation_split(tmp_path):
         ({"batch_size": 2.5}, "argument `batch_size`"),
         ({"learning_rate": -1.0}, "argument `learning_rate`"),
         ({"precision": "float16"}, "argument `precision`"),
+        ({"random_shift": -1}, "argument `random_shift`, expected an integer >= 0"),
     ],
 )
 def test_train_rejects_bad_arguments(kwargs, message):
@@ -217,3 +218,13 @@ def test_cam_figure_shows_every_class_and_some_mistakes():
     assert {2, 4} <= set(chosen.tolist())
     assert set(labels[chosen].tolist()) == {0, 1, 2}
     assert len(training._spread_indices(labels, labels, 20)) == 8
+
+
+def test_auto_batch_size_keeps_at_least_100_steps_per_epoch():
+    assert training.default_batch_size(60_000) == 256
+    assert training.default_batch_size(25_600) == 256  # exactly 100 steps
+    assert training.default_batch_size(25_599) == 128
+    result = train(quadrant_data(24, 8), **{**FAST, "batch_size": "auto"})
+    assert result.metrics["batch_size"] == 128
+    with pytest.raises(ValueError, match=r"expected an integer >= 1 or 'auto'.*batch_size='big'"):
+        train(quadrant_data(8, 4), **{**FAST, "batch_size": "big"})
