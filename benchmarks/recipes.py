@@ -46,14 +46,19 @@ class Runner:
     def _dataset(self, n, shuffle):
         key = (n, shuffle)
         if key not in self._datasets:
+            import tensorflow as tf
+
             from nin_layers.data import make_tf_dataset
 
+            # An epoch variable, as `train()` passes: its pipeline then maps
+            # batches in parallel (a stateful generator would need one thread).
             self._datasets[key] = make_tf_dataset(
                 self.x[:n],
                 self.y[:n],
                 self.batch_size,
                 shuffle=shuffle,
                 seed=0,
+                epoch=tf.Variable(0, dtype=tf.int64, trainable=False) if shuffle else None,
                 random_shift=self.random_shift if shuffle else 0,
             )
         return self._datasets[key]
