@@ -386,7 +386,11 @@ def test_mixed_precision_float32_head(policy, mode, features, dtype_policy):
     symbolic = head(inputs)
     assert dtype_name(symbolic) == "float32"
     model = keras.Model(inputs, symbolic)
-    np.testing.assert_allclose(model.predict(features, verbose=0), to_numpy(output), atol=1e-6)
+    # `predict` runs a compiled graph, the call above runs eagerly: with
+    # bfloat16 on AMX the two pick different oneDNN kernels (seen: 2.7e-4 apart).
+    np.testing.assert_allclose(
+        model.predict(features, verbose=0), to_numpy(output), atol=MIXED_ATOL[policy]
+    )
 
 
 def test_explicit_float64_dtype(features):
