@@ -288,3 +288,10 @@ def test_speed_and_overhead_verdicts():
     assert verdicts["default recipe >= x3 the tutorial's training images/s (gap)"] == "**met**"
     overhead = {k: v for k, v in verdicts.items() if k.startswith("AllConvNet")}
     assert list(overhead.values()) == ["**met**", "**missed** by 2.3 points"]
+
+
+def test_a_speed_shortfall_under_one_percent_keeps_a_decimal():
+    from benchmarks import report
+
+    assert report._speed_shortfall(2.995) == "**missed** by 0.2% (x2.995 of x3)"
+    assert report._speed_shortfall(2.4) == "**missed** by 20% (x2.40 of x3)"
