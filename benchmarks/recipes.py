@@ -22,6 +22,8 @@ import numpy as np
 
 from benchmarks import tutorial_reference as tutorial
 
+FULL_MNIST = 60000  # training images of the accuracy runs the default recipe is sized for
+
 
 class RecipeUnavailable(RuntimeError):
     """The package lacks what a recipe needs (e.g. `nin_layers.training`)."""
@@ -95,18 +97,20 @@ def _default_runner(head, x, y):
         from nin_layers.data import Dataset
     except ImportError as error:  # pragma: no cover - depends on the package state
         raise RecipeUnavailable(f"nin_layers.training is missing: {error}") from error
-    needed = ("build_model", "resolve_precision", "DEFAULT_BATCH_SIZE", "DEFAULT_LEARNING_RATE")
+    needed = (
+        "build_model",
+        "resolve_precision",
+        "default_batch_size",
+        "default_random_shift",
+        "DEFAULT_LEARNING_RATE",
+    )
     missing = [name for name in needed if not hasattr(training, name)]
     if missing:
         raise RecipeUnavailable(f"nin_layers.training lacks {', '.join(missing)}")
     import keras
 
     precision = training.resolve_precision("auto")
-    batch_size = (
-        training.default_batch_size(60000)  # full MNIST, as in the accuracy runs
-        if hasattr(training, "default_batch_size")
-        else training.DEFAULT_BATCH_SIZE
-    )
+    batch_size = training.default_batch_size(FULL_MNIST)  # as in the accuracy runs
     x32 = np.asarray(x, dtype="float32")
     data = Dataset(
         x_train=x32,
@@ -120,7 +124,7 @@ def _default_runner(head, x, y):
         name="bench",
     )
     model = training.build_model(data, head=head, precision=precision)
-    steps_per_epoch = -(-60000 // batch_size)  # full MNIST, as in the accuracy runs
+    steps_per_epoch = -(-FULL_MNIST // batch_size)
     epochs = 10
     if hasattr(training, "compile_model"):
         training.compile_model(model, steps_per_epoch=steps_per_epoch, epochs=epochs)
@@ -147,7 +151,7 @@ def _default_runner(head, x, y):
         "optimizer": "Adam, warm-up then cosine decay, peak learning rate "
         f"{training.DEFAULT_LEARNING_RATE:g}",
     }
-    random_shift = getattr(training, "DEFAULT_RANDOM_SHIFT", 0)
+    random_shift = training.default_random_shift(x32.shape[1:])
     info["random_shift"] = random_shift
     return Runner(model, batch_size, "tf.data", x32, y, info, random_shift=random_shift)
 

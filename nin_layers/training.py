@@ -8,7 +8,8 @@ again with the same settings and output folder.
 
 The default recipe (measured on full MNIST, 2 CPU cores with AMX): batches of
 256 (128 for small datasets, see `default_batch_size`) from a `tf.data`
-pipeline held in memory, each training image moved by up to 2 pixels,
+pipeline held in memory, each training image moved by up to 2 pixels (on
+28x28 images, see `default_random_shift`),
 Adam with one epoch of linear warm-up to a peak learning rate of 8e-3 and
 cosine decay to zero, mixed bfloat16 where the CPU supports it.
 """
@@ -35,7 +36,7 @@ DEFAULT_BATCH_SIZE = 256
 SMALL_DATA_BATCH_SIZE = 128
 MIN_STEPS_PER_EPOCH = 100
 DEFAULT_LEARNING_RATE = 8e-3
-DEFAULT_RANDOM_SHIFT = 2
+SHIFT_FRACTION = 14  # `default_random_shift`: one pixel per 14 of the image side
 # Test hook: after this many completed (and backed-up) epochs the run prints
 # a marker line and waits, so a test can kill it at a known point.
 PAUSE_ENV = "NIN_LAYERS_PAUSE_AFTER_EPOCH"
@@ -253,6 +254,31 @@ def default_batch_size(train_images):
     return SMALL_DATA_BATCH_SIZE
 
 
+def default_random_shift(image_shape):
+    """The largest random shift in pixels that `random_shift="auto"` picks.
+
+    One pixel per 14 of the shorter image side, rounded down: 2 on 28x28
+    MNIST, 2 on 32x32 CIFAR-10, none on the 8x8 `digits`. Measured (10
+    epochs, reshape head, 2 seeds): on full MNIST 2 pixels lift the test
+    accuracy from 99.08% to 99.33% (without them the head overfits); on the
+    8x8 digits any shift hurts (97.5-97.8% with none, 96.1-96.4% with 1,
+    92.2-94.2% with 2).
+
+    Args:
+        image_shape: `(height, width)` or `(height, width, channels)`.
+
+    Returns:
+        An int >= 0.
+
+    Example:
+
+    >>> from nin_layers.training import default_random_shift
+    >>> default_random_shift((28, 28, 1)), default_random_shift((8, 8, 1))
+    (2, 0)
+    """
+    return min(image_shape[0], image_shape[1]) // SHIFT_FRACTION
+
+
 # -------------------------------------------------------------- evaluation
 def evaluate(model, x, y, batch_size=DEFAULT_BATCH_SIZE, num_classes=None):
     """Test accuracy, loss, per-class accuracy and confusion matrix of a model.
@@ -408,7 +434,7 @@ def train(
     epochs=10,
     batch_size="auto",
     learning_rate=DEFAULT_LEARNING_RATE,
-    random_shift=DEFAULT_RANDOM_SHIFT,
+    random_shift="auto",
     precision="auto",
     out_dir=None,
     seed=0,
@@ -444,7 +470,8 @@ def train(
         learning_rate: float > 0, the peak learning rate. Defaults to `8e-3`.
         random_shift: int >= 0, training images are moved by up to this many
             pixels each way, anew every epoch (see `make_tf_dataset`); `0`
-            turns it off. Defaults to `2`.
+            turns it off; `"auto"` for `default_random_shift` of the image
+            size (2 on MNIST, 0 on 8x8 images). Defaults to `"auto"`.
         precision: `"auto"`, `"float32"`, `"mixed_bfloat16"` or
             `"mixed_float16"`. Defaults to `"auto"`.
         out_dir: `None` (save nothing) or a folder for the model and reports.
@@ -488,7 +515,8 @@ def train(
     if batch_size != "auto":
         _check_int("batch_size", batch_size, expected="an integer >= 1 or 'auto'")
     _check_int("seed", seed, minimum=0)
-    _check_int("random_shift", random_shift, minimum=0)
+    if random_shift != "auto":
+        _check_int("random_shift", random_shift, minimum=0, expected="an integer >= 0 or 'auto'")
     _check_int("reports_images", reports_images, minimum=0)
     if (
         isinstance(learning_rate, bool)
@@ -507,16 +535,18 @@ def train(
         data = dataset
     else:
         data = load_dataset(dataset, validation_split=validation_split, seed=seed, limit=limit)
-    auto_batch = batch_size == "auto"
+    auto_batch, auto_shift = batch_size == "auto", random_shift == "auto"
     if auto_batch:
         batch_size = default_batch_size(len(data.x_train))
+    if auto_shift:
+        random_shift = default_random_shift(data.input_shape)
     if verbose:
         print(f"Data: {data.summary()}", flush=True)
         print(f"Precision: {policy} ({_precision_reason(precision, policy)})", flush=True)
         print(
             f"Recipe: batch size {batch_size}{' (auto)' if auto_batch else ''}, Adam to "
             f"learning rate {learning_rate:g} then cosine decay, random shifts of up "
-            f"to {random_shift} px",
+            f"to {random_shift} px{' (auto)' if auto_shift else ''}",
             flush=True,
         )
 
@@ -693,7 +723,7 @@ def add_train_arguments(parser):
     parser.add_argument("--epochs", type=int, default=10, help="default: 10")
     parser.add_argument(
         "--batch-size",
-        type=_batch_size_argument,
+        type=_int_or_auto,
         default="auto",
         help=f"an integer, or auto: {DEFAULT_BATCH_SIZE} when that gives at least "
         f"{MIN_STEPS_PER_EPOCH} steps per epoch, else {SMALL_DATA_BATCH_SIZE} "
@@ -708,10 +738,11 @@ def add_train_arguments(parser):
     )
     parser.add_argument(
         "--random-shift",
-        type=int,
-        default=DEFAULT_RANDOM_SHIFT,
+        type=_int_or_auto,
+        default="auto",
         help="move each training image by up to N pixels each way, drawn anew "
-        f"every epoch; 0 turns it off (default: {DEFAULT_RANDOM_SHIFT})",
+        f"every epoch; 0 turns it off; auto: one pixel per {SHIFT_FRACTION} of the "
+        "image side, 2 on MNIST (default: auto)",
     )
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="default: auto")
     parser.add_argument(
@@ -734,7 +765,7 @@ def add_train_arguments(parser):
     return parser
 
 
-def _batch_size_argument(text):
+def _int_or_auto(text):
     if text == "auto":
         return text
     try:

@@ -172,7 +172,7 @@ def test_gap_head_and_validation_split(tmp_path):
         ({"batch_size": 2.5}, "argument `batch_size`"),
         ({"learning_rate": -1.0}, "argument `learning_rate`"),
         ({"precision": "float16"}, "argument `precision`"),
-        ({"random_shift": -1}, "argument `random_shift`, expected an integer >= 0"),
+        ({"random_shift": -1}, "argument `random_shift`, expected an integer >= 0 or 'auto'"),
     ],
 )
 def test_train_rejects_bad_arguments(kwargs, message):
@@ -228,3 +228,13 @@ def test_auto_batch_size_keeps_at_least_100_steps_per_epoch():
     assert result.metrics["batch_size"] == 128
     with pytest.raises(ValueError, match=r"expected an integer >= 1 or 'auto'.*batch_size='big'"):
         train(quadrant_data(8, 4), **{**FAST, "batch_size": "big"})
+
+
+def test_auto_random_shift_follows_the_image_size(capsys):
+    assert training.default_random_shift((28, 28, 1)) == 2
+    assert training.default_random_shift((32, 32, 3)) == 2
+    assert training.default_random_shift((8, 8, 1)) == 0
+    assert training.default_random_shift((13, 100)) == 0
+    # The 16x16 quadrant images get one pixel, and the run says so.
+    train(quadrant_data(24, 8), **{**FAST, "verbose": 2})
+    assert "random shifts of up to 1 px (auto)" in capsys.readouterr().out
