@@ -1,7 +1,7 @@
 """Runs the benchmarks and regenerates `docs/benchmarks.md`.
 
     python benchmarks/run.py                 # the full set: about 40 minutes on 2 cores with AMX
-    python benchmarks/run.py --quick         # a smoke check: about 2-3 minutes
+    python benchmarks/run.py --quick         # a smoke check: about 1 minute (68 s measured)
     python benchmarks/run.py --only accuracy --data /path/to/mnist.npz
 
 The full set runs throughput (~9 min), tuners (~3 min) and accuracy (~25 min:
